@@ -1,0 +1,49 @@
+"""Typed config of evaluation, data collection and the curve fit."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from data_pipeline.config import Section
+
+
+class SuiteConfig(Section):
+    name: str = Field(..., description="Built-in suite name (maze, ...) or an external suite YAML path")
+    difficulty: int = Field(1, ge=1, le=50, description="Difficulty knob: sets the task size and horizon")
+    episodes: int = Field(100, ge=1, description="Held-out episodes (tasks) evaluated per checkpoint")
+    samples_per_task: int = Field(1, ge=1, description="Samples per task (k for pass@k; >1 = high-resolution mode)")
+
+
+class PolicyConfig(Section):
+    temperature: float = Field(1.0, ge=0.0, description="Sampling temperature of the acting policy (0 = greedy)")
+    constrained: bool = Field(True, description="Constrain decoding to the environment's valid actions when it lists them")
+    max_new_tokens: int = Field(64, ge=1, description="Token budget per free-text action")
+    batch_size: int = Field(64, ge=1, description="Episodes stepped in lock-step (one forward pass per step)")
+
+
+class CollectConfig(Section):
+    suites: list[SuiteConfig] = Field(
+        default_factory=lambda: [SuiteConfig(name="maze", difficulty=3, episodes=64)],
+        description="Training-task suites the current policy acts on each round (episodes = per round)",
+    )
+    policy: PolicyConfig = Field(default_factory=PolicyConfig, description="Acting policy during collection")
+
+
+class EvalConfig(Section):
+    suites: list[SuiteConfig] = Field(
+        default_factory=lambda: [SuiteConfig(name="maze", difficulty=3, episodes=128)],
+        description="Held-out suites every checkpoint is evaluated on",
+    )
+    policy: PolicyConfig = Field(default_factory=PolicyConfig, description="Acting policy during evaluation")
+    seed: int = Field(1234, description="Evaluation seed: same checkpoint + seed gives the same numbers")
+    timeout_s: float = Field(3600.0, gt=0, description="External suites: time-out per task, seconds")
+
+
+class CurveConfig(Section):
+    form: Literal["edgebench", "scalerl"] = Field("scalerl", description="Curve form: edgebench S(t) or scalerl R(C)")
+    x: Literal["hours", "gpu_hours", "tokens", "round"] = Field("hours", description="x-axis of the fit")
+    horizon_hours: float = Field(2.0, gt=0, description="Learning speed = gain after this much interaction (x units)")
+    target_score: float | None = Field(None, ge=0, le=1, description="Report the interaction time needed to reach this score")
+    bootstrap: int = Field(200, ge=0, description="Bootstrap resamples (over tasks) for parameter intervals")
+    forecast_fraction: float = Field(0.6, gt=0, lt=1, description="Forecast check: fit on this first share of checkpoints")

@@ -1,0 +1,1 @@
+"""flywheel's top floor: training rounds (TRL + PEFT), the local loop, the CLI and Slurm submission."""
