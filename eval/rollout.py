@@ -1,0 +1,124 @@
+"""Episodes in lock-step: many environments advance together, one policy call per step for the
+whole batch, and every episode is returned as a canonical `Trajectory`.
+
+A policy is anything with `act(conversations, valid_actions, rngs) -> list[action]`: the chat so
+far of each active episode, the environment's valid actions (None = free text), and one
+`numpy.random.Generator` per episode so that sampling does not depend on batch composition.
+"""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from data_pipeline.schema import Message, Outcome, ToolCall, Trajectory
+from eval.envs.base import Action, Suite
+
+
+class Policy(Protocol):
+    name: str
+
+    def act(self, conversations: list[list[dict[str, Any]]], valid_actions: list[list[str] | None],
+            rngs: list[np.random.Generator]) -> list[Action]: ...
+
+
+class RandomPolicy:
+    """Uniform over the valid actions: the untrained baseline of constrained decoding."""
+
+    name = "random"
+
+    def act(self, conversations, valid_actions, rngs):
+        out = []
+        for valid, rng in zip(valid_actions, rngs):
+            out.append(str(rng.choice(valid)) if valid else "")
+        return out
+
+
+def _action_message(action: Action, step: int) -> dict[str, Any]:
+    if isinstance(action, dict):
+        call = {"id": f"call_{step}", "name": action["name"], "arguments": action.get("arguments", {})}
+        return {"role": "assistant", "content": "", "tool_calls": [call]}
+    return {"role": "assistant", "content": action}
+
+
+def run_episodes(suite: Suite, difficulty: int, seeds: Sequence[int], policy: Policy, *,
+                 batch_size: int = 64, rng_seed: int = 0, desc: str = "episodes",
+                 progress: bool = True) -> list[Trajectory]:
+    """Run one episode per seed; returns trajectories in seed order."""
+    results: list[Trajectory] = []
+    bar = tqdm(total=len(seeds), desc=desc, unit="ep", disable=not progress, leave=False)
+    for start in range(0, len(seeds), batch_size):
+        chunk = list(seeds[start:start + batch_size])
+        results.extend(_run_batch(suite, difficulty, chunk, policy, rng_seed, start))
+        bar.update(len(chunk))
+    bar.close()
+    return results
+
+
+def _run_batch(suite: Suite, difficulty: int, seeds: list[int], policy: Policy, rng_seed: int,
+               index0: int) -> list[Trajectory]:
+    envs = [suite.make_env(difficulty) for _ in seeds]
+    rngs = [np.random.default_rng([rng_seed, seed]) for seed in seeds]
+    convs: list[list[dict[str, Any]]] = []
+    for env, seed in zip(envs, seeds):
+        conv = [{"role": "system", "content": env.system_prompt}] if env.system_prompt else []
+        conv.append({"role": "user", "content": env.reset(seed)})
+        convs.append(conv)
+    steps_meta: list[list[tuple[float, float]]] = [[] for _ in seeds]  # (reward, duration_s) per action
+    active = list(range(len(seeds)))
+    started = time.time()
+    step = 0
+    while active:
+        actions = policy.act([convs[i] for i in active], [envs[i].valid_actions() for i in active],
+                             [rngs[i] for i in active])
+        still = []
+        for i, action in zip(active, actions):
+            res = envs[i].step(action)
+            convs[i].append(_action_message(action, step))
+            steps_meta[i].append((res.reward, res.duration_s))
+            if isinstance(action, dict):
+                convs[i].append({"role": "tool", "content": res.observation, "tool_call_id": f"call_{step}",
+                                 "name": action["name"]})
+            elif not res.done:
+                convs[i].append({"role": "user", "content": res.observation})
+            if not res.done:
+                still.append(i)
+        active = still
+        step += 1
+    ended = time.time()
+    return [_to_trajectory(envs[i], seeds[i], convs[i], steps_meta[i], policy.name, started, ended)
+            for i in range(len(seeds))]
+
+
+def _to_trajectory(env, seed, conv, steps_meta, policy_name, started, ended) -> Trajectory:
+    messages: list[Message] = []
+    k = 0
+    for m in conv:
+        msg = Message(role=m["role"], content=m.get("content", ""), tool_call_id=m.get("tool_call_id"),
+                      name=m.get("name"),
+                      tool_calls=[ToolCall(name=c["name"], arguments=c["arguments"], id=c["id"])
+                                  for c in m.get("tool_calls", [])])
+        if m["role"] == "assistant":
+            msg.reward, msg.duration_s = steps_meta[k]
+            k += 1
+        messages.append(msg)
+    success, score = env.outcome()
+    sim_s = float(sum(d for _, d in steps_meta))
+    return Trajectory(
+        episode_id=uuid.uuid5(uuid.NAMESPACE_URL, f"{env.task_id(seed)}|{policy_name}|{started}").hex,
+        task_id=env.task_id(seed), suite=env.suite, category=env.category, source_format="flywheel",
+        policy=policy_name, started_at=started, ended_at=ended, duration_s=sim_s, messages=messages,
+        outcome=Outcome(success=bool(success), score=float(score)),
+        metadata={"seed": seed, "difficulty": env.difficulty, "steps": len(steps_meta),
+                  **({"tools": env.tools} if env.tools else {})},
+    )
+
+
+def write_jsonl(trajs: list[Trajectory], path) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for t in trajs:
+            f.write(json.dumps(t.to_dict(), ensure_ascii=False) + "\n")
