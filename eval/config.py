@@ -47,3 +47,6 @@ class CurveConfig(Section):
     target_score: float | None = Field(None, ge=0, le=1, description="Report the interaction time needed to reach this score")
     bootstrap: int = Field(200, ge=0, description="Bootstrap resamples (over tasks) for parameter intervals")
     forecast_fraction: float = Field(0.6, gt=0, lt=1, description="Forecast check: fit on this first share of checkpoints")
+    skip_initial_x: float = Field(0.0, ge=0, description="Initial window: leave points with 0 < x < this out of the fit (x units)")
+    margin: float = Field(0.02, ge=0, description="Comparison of arms: asymptotes closer than this count as equal (ScaleRL)")
+    seed: int = Field(0, description="Seed of the bootstrap resampling")
