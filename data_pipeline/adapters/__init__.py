@@ -1,0 +1,95 @@
+"""Adapters: one module per log format, each turning a file into canonical trajectory dicts.
+
+An adapter module defines `NAME`, `detect(path, head) -> bool` (head: the file's first bytes) and
+`read(path) -> Iterator[Record]`. `FORMATS` below is the whole registry, in detection order (most
+specific first). A record that cannot be mapped comes back as `Record(error=(field, reason))` and
+goes to quarantine; nothing is dropped silently."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+HEAD_BYTES = 64 * 1024
+MAX_RECORD_BYTES = 16 * 1024 * 1024  # a single record above this is quarantined, not stored
+
+
+@dataclass
+class Record:
+    """One unit read from a source file: a canonical trajectory dict, or why there is none."""
+
+    locator: str  # where in the file: "line 12", "record 3", "samples/x_epoch_1.json"
+    data: dict[str, Any] | None = None
+    error: tuple[str, str] | None = None  # (field, reason)
+    excerpt: str = ""  # start of the raw record, kept (redacted) in quarantine for debugging
+
+
+def bad(locator: str, field: str, reason: str, raw: bytes | str = b"") -> Record:
+    if isinstance(raw, bytes):
+        raw = raw[:1024].decode("utf-8", "replace")
+    return Record(locator, error=(field, reason), excerpt=raw[:1024])
+
+
+def iter_jsonl(path: Path) -> Iterator[tuple[str, Any, bytes]]:
+    """Yield (locator, parsed JSON or Record on failure, raw line) per non-blank line."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            loc = f"line {lineno}"
+            if not raw.strip():
+                continue
+            yield loc, parse_json_bytes(loc, raw), raw
+
+
+def parse_json_bytes(loc: str, raw: bytes) -> Any:
+    """Decode and parse one JSON record; a Record describing the problem when that fails."""
+    if len(raw) > MAX_RECORD_BYTES:
+        return bad(loc, "<record>", f"record is {len(raw) / 2**20:.1f} MiB, over the "
+                   f"{MAX_RECORD_BYTES / 2**20:.0f} MiB limit", raw)
+    try:
+        text = raw.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError as e:
+        return bad(loc, "<encoding>", f"not valid UTF-8 at byte {e.start}", raw)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        return bad(loc, "<json>", f"invalid JSON: {e.msg} at char {e.pos}", text)
+    except RecursionError:
+        return bad(loc, "<json>", "invalid JSON: nested too deeply", text)
+
+
+def load_json_file(path: Path) -> Any:
+    """Whole-file JSON; a Record describing the problem when it cannot be parsed."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    loc = "file"
+    if len(raw) > 64 * MAX_RECORD_BYTES:
+        return bad(loc, "<file>", f"file is {len(raw) / 2**20:.0f} MiB; split it or use JSONL", raw)
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        return bad(loc, "<encoding>", f"not valid UTF-8 at byte {e.start}", raw)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        return bad(loc, "<json>", f"invalid JSON: {e.msg} at line {e.lineno} col {e.colno}", text)
+    except RecursionError:
+        return bad(loc, "<json>", "invalid JSON: nested too deeply", text)
+
+
+def _registry() -> list:
+    from . import flywheel
+
+    mods = [flywheel]
+    try:  # external formats land module by module; the store works with whatever is here
+        from . import external
+
+        mods = external.MODULES + mods
+    except ImportError:
+        pass
+    return mods
+
+
+def formats() -> dict[str, Any]:
+    """Adapter modules by name, in detection order."""
+    return {m.NAME: m for m in _registry()}

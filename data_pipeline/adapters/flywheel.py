@@ -1,0 +1,26 @@
+"""flywheel's own canonical JSONL: one `Trajectory.to_dict()` per line (what the built-in
+environments log). The canonical schema is described in data_pipeline/SCHEMA.md."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+from . import Record, iter_jsonl
+
+NAME = "flywheel"
+
+
+def detect(path: Path, head: bytes) -> bool:
+    first = head.lstrip()[:4096]
+    return first.startswith(b"{") and b'"episode_id"' in first and b'"messages"' in first
+
+
+def read(path: Path) -> Iterator[Record]:
+    for loc, obj, raw in iter_jsonl(path):
+        if isinstance(obj, Record):
+            yield obj
+        elif not isinstance(obj, dict):
+            yield Record(loc, error=("<record>", f"expected a JSON object, got {type(obj).__name__}"),
+                         excerpt=raw[:1024].decode("utf-8", "replace"))
+        else:
+            yield Record(loc, data=obj, excerpt="")

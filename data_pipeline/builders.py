@@ -1,0 +1,184 @@
+"""Dataset builders: store trajectories -> `datasets.Dataset` in the column layout TRL's trainers
+take directly (conversational formats, https://huggingface.co/docs/trl/dataset_formats).
+
+- `build_sft`: `messages` (+ `tools` when any trajectory carries tool schemas; + `weight` = score
+  when not success-filtered). Assistant-only loss is the trainer's `assistant_only_loss=True`.
+- `build_kto`: unpaired preference, `prompt` / `completion` / `label` (label = success).
+- `build_dpo`: `prompt` / `chosen` / `rejected`, pairs of trajectories of the same task with
+  different scores and the same prompt.
+- `build_rl`: one `prompt` per task, with `task_id`, `suite`, `category` and `env` (the
+  environment spec a reward function needs).
+
+Held-out tasks are refused, not filtered: a held-out trajectory reaching a builder means an
+upstream filter failed, so `HeldoutLeakError` names the task and nothing is built. (Read with
+`ExperienceStore.trajectories()`, which leaves held-out tasks out.)
+
+Each dataset records where it came from: `provenance(ds)` returns {kind, batches, trajectories,
+rows, heldout, ...}, kept as JSON in `ds.info.description` so it survives `save_to_disk`."""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from typing import Any, Iterable
+
+from datasets import Dataset, Features, Json, List, Value
+
+from .errors import HeldoutLeakError
+from .heldout import HeldoutSpec
+from .schema import Message, Trajectory
+
+BATCH_KEY = "store_batch_id"  # metadata key ExperienceStore.trajectories() sets on each trajectory
+
+MESSAGE = {
+    "role": Value("string"), "content": Value("string"),
+    "tool_calls": List({"type": Value("string"), "id": Value("string"),
+                        "function": {"name": Value("string"), "arguments": Json()}}),
+    "tool_call_id": Value("string"), "name": Value("string"),
+}
+TOOLS = List(Json())
+
+
+def chat_message(m: Message) -> dict[str, Any]:
+    """A canonical message as a chat-template message (OpenAI shape, arguments as an object)."""
+    return {"role": m.role, "content": m.content,
+            "tool_calls": [{"type": "function", "id": c.id, "function": {"name": c.name, "arguments": c.arguments}}
+                           for c in m.tool_calls],
+            "tool_call_id": m.tool_call_id, "name": m.name}
+
+
+def _check_heldout(trajs: list[Trajectory], heldout: HeldoutSpec | None, kind: str) -> None:
+    if not heldout:
+        return
+    for t in trajs:
+        if heldout.matches(t):
+            raise HeldoutLeakError(t.task_id, t.suite, f"{kind} dataset (episode {t.episode_id})")
+
+
+def _tools(t: Trajectory) -> list[dict[str, Any]]:
+    tools = t.metadata.get("tools")
+    return tools if isinstance(tools, list) else []
+
+
+def _assistant_indices(t: Trajectory) -> list[int]:
+    return [i for i, m in enumerate(t.messages) if m.role == "assistant"]
+
+
+def provenance(ds: Dataset) -> dict[str, Any]:
+    """What a built dataset was made from (see module doc)."""
+    try:
+        return json.loads(ds.info.description or "{}")
+    except ValueError:
+        return {}
+
+
+def _finish(rows: list[dict[str, Any]], features: dict[str, Any], kind: str, used: Iterable[Trajectory],
+            heldout: HeldoutSpec | None, **extra: Any) -> Dataset:
+    used = list(used)
+    ds = Dataset.from_list(rows, features=Features(features)) if rows else Dataset.from_dict(
+        {k: [] for k in features}, features=Features(features))
+    batches = sorted({t.metadata.get(BATCH_KEY) for t in used if t.metadata.get(BATCH_KEY)})
+    ds.info.description = json.dumps({
+        "kind": kind, "batches": batches, "trajectories": len(used), "rows": len(rows),
+        "interaction_s": sum(t.interaction_s for t in used),
+        "heldout": (heldout or HeldoutSpec()).to_dict(), **extra}, sort_keys=True)
+    return ds
+
+
+def _with_tools(features: dict[str, Any], rows: list[dict[str, Any]], tool_lists: list[list]) -> None:
+    if any(tool_lists):
+        features["tools"] = TOOLS
+        for row, tools in zip(rows, tool_lists):
+            row["tools"] = tools
+
+
+def _is_success(t: Trajectory) -> bool:
+    return t.outcome.success is True or (t.outcome.success is None and t.score >= 1.0)
+
+
+def build_sft(trajs: list[Trajectory], success_only: bool = True, min_score: float = 0.0,
+              heldout: HeldoutSpec | None = None) -> Dataset:
+    """Whole conversations to imitate: successful ones (`success_only`), or all scoring at least
+    `min_score` with a `weight` column holding the score."""
+    _check_heldout(trajs, heldout, "sft")
+    used = [t for t in trajs if _assistant_indices(t) and t.score >= min_score and (_is_success(t) or not success_only)]
+    rows = [{"messages": [chat_message(m) for m in t.messages]} for t in used]
+    features: dict[str, Any] = {"messages": List(MESSAGE)}
+    if not success_only:
+        features["weight"] = Value("float64")
+        for row, t in zip(rows, used):
+            row["weight"] = t.score
+    _with_tools(features, rows, [_tools(t) for t in used])
+    return _finish(rows, features, "sft", used, heldout, success_only=success_only, min_score=min_score)
+
+
+def build_kto(trajs: list[Trajectory], heldout: HeldoutSpec | None = None) -> Dataset:
+    """Unpaired preference: the last assistant turn as completion, everything before it as
+    prompt, label = the episode's success."""
+    _check_heldout(trajs, heldout, "kto")
+    rows, used = [], []
+    for t in trajs:
+        idx = _assistant_indices(t)
+        if not idx:
+            continue
+        last = idx[-1]
+        rows.append({"prompt": [chat_message(m) for m in t.messages[:last]],
+                     "completion": [chat_message(t.messages[last])], "label": _is_success(t)})
+        used.append(t)
+    features: dict[str, Any] = {"prompt": List(MESSAGE), "completion": List(MESSAGE), "label": Value("bool")}
+    _with_tools(features, rows, [_tools(t) for t in used])
+    return _finish(rows, features, "kto", used, heldout)
+
+
+def _prompt_split(t: Trajectory) -> int | None:
+    idx = _assistant_indices(t)
+    return idx[0] if idx else None
+
+
+def build_dpo(trajs: list[Trajectory], heldout: HeldoutSpec | None = None) -> Dataset:
+    """Preference pairs within each task: the best-scoring trajectory against the worst, the
+    second best against the second worst, ... while the first scores strictly higher. Both must
+    share the prompt (the messages before the first assistant turn)."""
+    _check_heldout(trajs, heldout, "dpo")
+    by_task: dict[tuple[str, str], list[Trajectory]] = defaultdict(list)
+    for t in trajs:
+        if _prompt_split(t) is not None:
+            by_task[(t.suite, t.task_id)].append(t)
+    rows, used, tool_lists = [], [], []
+    for key in sorted(by_task):
+        ranked = sorted(by_task[key], key=lambda t: (-t.score, t.episode_id))
+        for hi, lo in zip(ranked, reversed(ranked)):
+            if hi.score <= lo.score:
+                break
+            k_hi, k_lo = _prompt_split(hi), _prompt_split(lo)
+            prompt = [chat_message(m) for m in hi.messages[:k_hi]]
+            if prompt != [chat_message(m) for m in lo.messages[:k_lo]]:
+                continue
+            rows.append({"prompt": prompt, "chosen": [chat_message(m) for m in hi.messages[k_hi:]],
+                         "rejected": [chat_message(m) for m in lo.messages[k_lo:]]})
+            used += [hi, lo]
+            tool_lists.append(_tools(hi) or _tools(lo))
+    features: dict[str, Any] = {"prompt": List(MESSAGE), "chosen": List(MESSAGE), "rejected": List(MESSAGE)}
+    _with_tools(features, rows, tool_lists)
+    return _finish(rows, features, "dpo", used, heldout)
+
+
+def build_rl(trajs: list[Trajectory], heldout: HeldoutSpec | None = None) -> Dataset:
+    """One prompt per distinct task (first seen wins), with what an environment needs to replay
+    it: `env` = metadata["env"] when the log carries one, else {suite, task_id}."""
+    _check_heldout(trajs, heldout, "rl")
+    rows, used, tool_lists, seen = [], [], [], set()
+    for t in trajs:
+        k = _prompt_split(t)
+        k = len(t.messages) if k is None else k
+        if (t.suite, t.task_id) in seen or k == 0:
+            continue
+        seen.add((t.suite, t.task_id))
+        env = t.metadata.get("env") if isinstance(t.metadata.get("env"), dict) else {"suite": t.suite, "task_id": t.task_id}
+        rows.append({"prompt": [chat_message(m) for m in t.messages[:k]], "task_id": t.task_id, "suite": t.suite,
+                     "category": t.category, "env": env})
+        used.append(t)
+        tool_lists.append(_tools(t))
+    features: dict[str, Any] = {"prompt": List(MESSAGE), "task_id": Value("string"), "suite": Value("string"),
+                                "category": Value("string"), "env": Json()}
+    _with_tools(features, rows, tool_lists)
+    return _finish(rows, features, "rl", used, heldout)

@@ -1,0 +1,115 @@
+"""Which files an ingest call reads, and with which adapter.
+
+Folders are walked in sorted order. Files that are documentation or side data (licences,
+SOURCE.md, READMEs, outcome files that adapters join in themselves) are skipped with a note and
+are not counted as records. With `fmt="auto"` each file's format is detected from its name and
+first bytes; a data-looking file no adapter recognises is read as one quarantined record, so it is
+counted rather than silently ignored."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from . import adapters
+from .adapters import HEAD_BYTES, Record, bad
+from .errors import IngestError
+
+_DOC_NAMES = ("license", "licence", "copying", "notice", "source.md", "readme", "index.md", "changelog", "authors")
+_DATA_SUFFIXES = (".jsonl", ".json", ".traj", ".eval", ".ndjson", ".gz")
+
+
+@dataclass
+class Source:
+    path: Path
+    fmt: str
+
+    def read(self) -> Iterator[Record]:
+        mod = adapters.formats().get(self.fmt)
+        if mod is None:
+            yield bad("file", "<format>", f"no adapter recognises this file (tried: {', '.join(adapters.formats())})")
+            return
+        try:
+            yield from mod.read(self.path)
+        except OSError as e:
+            yield bad("file", "<file>", f"cannot read: {e}")
+
+
+@dataclass
+class Plan:
+    files: list[Source] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def skip_note(path: Path) -> str | None:
+    """Why a file is not a trajectory file, or None when it may be one."""
+    name = path.name.lower()
+    if name.startswith(_DOC_NAMES) or path.suffix.lower() in (".md", ".rst", ".txt", ".html", ".pdf", ".png", ".jpg"):
+        return "documentation or licence, not trajectories"
+    if name.startswith("."):
+        return "hidden file"
+    note = None
+    for mod in adapters.formats().values():
+        side = getattr(mod, "side_file_note", None)
+        note = note or (side(path) if side else None)
+    return note
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    if root.is_file():
+        yield root
+        return
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts):
+            yield p
+
+
+def detect(path: Path) -> str | None:
+    """Name of the first adapter that recognises the file, or None."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(HEAD_BYTES)
+    except OSError:
+        return None
+    for name, mod in adapters.formats().items():
+        try:
+            if mod.detect(path, head):
+                return name
+        except Exception:  # a detector must never stop an ingest; the next one gets a go
+            continue
+    return None
+
+
+def plan(paths: list, fmt: str = "auto") -> Plan:
+    known = adapters.formats()
+    if fmt != "auto" and fmt not in known:
+        raise IngestError(f"unknown format {fmt!r}; known: auto, {', '.join(known)}")
+    if not paths:
+        raise IngestError("no input paths given")
+    out = Plan()
+    for raw in paths:
+        root = Path(raw)
+        if not root.exists():
+            raise IngestError(f"no such file or folder: {root}")
+        if root.is_file() and not _readable(root):
+            raise IngestError(f"cannot read {root}")
+        for p in _walk(root):
+            note = skip_note(p)
+            if note:
+                out.skipped.append((str(p), note))
+                continue
+            chosen = fmt if fmt != "auto" else detect(p)
+            if chosen is None and p.suffix.lower() not in _DATA_SUFFIXES and root.is_dir():
+                out.skipped.append((str(p), "not a known trajectory format"))
+                continue
+            out.files.append(Source(p, chosen or "unrecognised"))
+    return out
+
+
+def _readable(p: Path) -> bool:
+    try:
+        with open(p, "rb") as f:
+            f.read(1)
+        return True
+    except OSError:
+        return False
