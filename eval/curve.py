@@ -392,7 +392,10 @@ def _summarise(values: np.ndarray, level: float = LEVEL) -> list[float | None]:
     # Weibull plotting positions (rank / (B + 1)): with a few hundred resamples the default linear
     # rule puts the ends inside the extreme order statistics and the interval comes out too narrow.
     q = (1 - level) / 2
-    return [float(np.quantile(values, q, method="weibull")), float(np.quantile(values, 1 - q, method="weibull"))]
+    big = np.finfo(float).max / 4  # inf (never reached) sorts last; quantiles cannot interpolate it
+    v = np.where(np.isposinf(values), big, values)
+    ends = [float(np.quantile(v, q, method="weibull")), float(np.quantile(v, 1 - q, method="weibull"))]
+    return [math.inf if e >= big / 2 else e for e in ends]
 
 
 # ---------------------------------------------------------------------------------------------
