@@ -451,11 +451,14 @@ def curve_command(argv: list[str]) -> int:
         return 2
     for note in notes:
         print(f"flywheel curve: note: {note}", file=sys.stderr)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print(result["markdown"])
-        print(f"wrote {out / 'curve.json'}, {out / 'curve.png'}, {out / 'curve.md'}")
+    try:
+        if args.json:
+            print(json.dumps(result, indent=2))
+        else:
+            print(result["markdown"])
+            print(f"wrote {out / 'curve.json'}, {out / 'curve.png'}, {out / 'curve.md'}")
+    except BrokenPipeError:  # stdout closed early (| head): the files are written, nothing to report
+        pass
     fitted = [arm for arm, rec in result["arms"].items() if rec["fit"]["status"] == "ok"]
     if not fitted:
         print("flywheel curve: no arm could be fitted: " + "; ".join(
