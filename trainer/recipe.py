@@ -202,6 +202,26 @@ class _Source:
         return f"{self.label}:{line}" if line else self.label
 
 
+class _RecipeLoader(yaml.SafeLoader):
+    """The safe loader, less YAML 1.1's base-60 numbers: `time_train: 12:00:00` stays the text a
+    Slurm time limit is, instead of turning into the integer 43200."""
+
+    def resolve(self, kind, value, implicit):
+        tag = super().resolve(kind, value, implicit)
+        if kind is yaml.ScalarNode and ":" in value and tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float"):
+            return "tag:yaml.org,2002:str"
+        return tag
+
+
+def parse_yaml_value(text: str) -> Any:
+    """One YAML value (an override's right-hand side) with the recipe loader."""
+    loader = _RecipeLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def _yaml_problem(path: Path, text: str, err: yaml.YAMLError) -> str:
     mark = getattr(err, "problem_mark", None)
     line = mark.line + 1 if mark else None
@@ -258,7 +278,7 @@ def read_recipe_file(path: Path) -> tuple[dict, _Source]:
     except (OSError, UnicodeDecodeError) as e:
         raise RecipeError(f"{path}: cannot read recipe file: {e}") from None
     src = _Source(label=str(path))
-    loader = yaml.SafeLoader(text)
+    loader = _RecipeLoader(text)
     try:
         node = loader.get_single_node()
         if node is not None:
@@ -300,6 +320,13 @@ def schema_defaults(section: type[BaseModel] = Recipe) -> dict:
     return out
 
 
+def _shown(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def _load_chain(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict, list[_Source]]:
     """The file merged over its base chain, and its sources from the deepest base to this file."""
     data, src = read_recipe_file(path)
@@ -311,12 +338,13 @@ def _load_chain(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict, list[_So
         raise RecipeError(f"{where}: key 'base': expected the path of a base recipe (relative to this file), got {base!r}")
     base_path = path.parent / base
     if not base_path.is_file():
-        near = difflib.get_close_matches(Path(base).name, [p.name for p in base_path.parent.glob("*.y*ml")], n=1)
+        others = [p.name for p in base_path.parent.glob("*.y*ml") if p.resolve() != path.resolve()]
+        near = difflib.get_close_matches(Path(base).name, others, n=1, cutoff=0.8)
         hint = f"; did you mean '{near[0]}'?" if near else ""
         raise RecipeError(f"{where}: key 'base': base recipe '{base}' does not exist (looked for {base_path}){hint}")
     chain = (*seen, path.resolve())
     if base_path.resolve() in chain:
-        names = " -> ".join(str(p) for p in (*chain, base_path.resolve()))
+        names = " -> ".join(_shown(p) for p in (*chain, base_path.resolve()))
         raise RecipeError(f"{where}: key 'base': cycle of base recipes: {names}")
     base_data, base_sources = _load_chain(base_path, chain)
     return _deep_merge(base_data, data), [*base_sources, src]
@@ -340,7 +368,7 @@ def _parse_override(text: str) -> tuple[tuple, Any]:
             raise RecipeError(f"override '{text}': {_unknown_key_problem(path[: i + 1])}")
         annotation = below
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None  # `key=` sets null
+        value = parse_yaml_value(raw) if raw.strip() else None  # `key=` sets null
     except yaml.YAMLError as e:
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise RecipeError(f"override '{text}': value is not valid YAML: {problem}") from None
