@@ -48,11 +48,9 @@ def skip_note(path: Path) -> str | None:
         return "documentation or licence, not trajectories"
     if name.startswith("."):
         return "hidden file"
-    note = None
-    for mod in adapters.formats().values():
-        side = getattr(mod, "side_file_note", None)
-        note = note or (side(path) if side else None)
-    return note
+    from .adapters.swebench import side_file_note
+
+    return side_file_note(path)
 
 
 def _walk(root: Path) -> Iterator[Path]:

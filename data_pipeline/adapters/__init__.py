@@ -78,16 +78,13 @@ def load_json_file(path: Path) -> Any:
 
 
 def _registry() -> list:
-    from . import flywheel
+    # detection order: the most specific signatures first; plain OpenAI chat last but one
+    from . import (flywheel, inspect_ai, mini_swe_agent, openai_chat, openhands, openhands_eval, sharegpt, swe_agent,
+                   swebench, tau2_bench, tau_bench)
 
-    mods = [flywheel]
-    try:  # external formats land module by module; the store works with whatever is here
-        from . import external
-
-        mods = external.MODULES + mods
-    except ImportError:
-        pass
-    return mods
+    del swebench  # side files only (see side_file_note in sources.py)
+    return [inspect_ai, tau2_bench, mini_swe_agent, openhands_eval, swe_agent, openhands, tau_bench, sharegpt,
+            flywheel, openai_chat]
 
 
 def formats() -> dict[str, Any]:

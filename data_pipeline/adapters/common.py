@@ -1,0 +1,211 @@
+"""Helpers shared by the adapters: reading whole-file JSON (gzip too), mapping one record safely,
+flattening content parts, parsing timestamps, normalising tool calls."""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from . import HEAD_BYTES, Record, bad, parse_json_bytes
+
+
+def read_bytes(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        raw = f.read()
+    return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+
+
+def head_text(path: Path, head: bytes) -> str:
+    """The first bytes as text (gunzipped when needed) for format detection."""
+    if head[:2] == b"\x1f\x8b":
+        try:
+            with gzip.open(path, "rb") as f:
+                head = f.read(HEAD_BYTES)
+        except (OSError, EOFError):
+            return ""
+    return head.decode("utf-8", "replace")
+
+
+def load_document(path: Path) -> Any:
+    """The file as one JSON document, or a Record saying why it cannot be read."""
+    try:
+        raw = read_bytes(path)
+    except (OSError, EOFError) as e:
+        return bad("file", "<file>", f"cannot read: {e}")
+    return parse_json_bytes("file", raw)
+
+
+def jsonl_objects(path: Path) -> Iterator[tuple[str, Any]]:
+    """(locator, object or Record) per non-blank line; gzip-transparent."""
+    try:
+        raw = read_bytes(path)
+    except (OSError, EOFError) as e:
+        yield "file", bad("file", "<file>", f"cannot read: {e}")
+        return
+    for lineno, line in enumerate(raw.split(b"\n"), 1):
+        if line.strip():
+            yield f"line {lineno}", parse_json_bytes(f"line {lineno}", line)
+
+
+def mapped(loc: str, fn: Callable[..., dict[str, Any]], *args: Any) -> Record:
+    """Run an adapter's record mapper; a malformed source record becomes a quarantined Record
+    (field from a MappingError, or the exception's text) instead of stopping the ingest."""
+    try:
+        return Record(loc, data=fn(*args))
+    except MappingError as e:
+        return bad(loc, e.field, e.problem, json.dumps(args[0], default=str)[:1024] if args else "")
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        excerpt = json.dumps(args[0], default=str)[:1024] if args else ""
+        return bad(loc, "<record>", f"unexpected structure: {type(e).__name__}: {e}", excerpt)
+
+
+class MappingError(ValueError):
+    def __init__(self, field: str, problem: str):
+        super().__init__(f"{field}: {problem}")
+        self.field, self.problem = field, problem
+
+
+def require(d: Any, key: str, typ: type | tuple, where: str = "") -> Any:
+    if not isinstance(d, dict):
+        raise MappingError(where or "<record>", f"expected an object, got {type(d).__name__}")
+    v = d.get(key)
+    if not isinstance(v, typ) or isinstance(v, bool) and typ is not bool:
+        got = "missing" if v is None else type(v).__name__
+        raise MappingError(f"{where}{'.' if where else ''}{key}", f"expected {getattr(typ, '__name__', typ)}, got {got}")
+    return v
+
+
+def text_of(content: Any) -> str:
+    """Message content as text: strings as-is, content-part lists joined (text / reasoning parts;
+    images and other media become a placeholder naming their type)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for p in content:
+            if isinstance(p, str):
+                parts.append(p)
+            elif isinstance(p, dict):
+                kind = p.get("type", "")
+                if isinstance(p.get("text"), str):
+                    parts.append(p["text"])
+                elif isinstance(p.get("reasoning"), str):
+                    parts.append(p["reasoning"])
+                else:
+                    parts.append(f"[{kind or 'part'}]")
+        return "\n".join(parts)
+    if isinstance(content, dict) and isinstance(content.get("text"), str):
+        return content["text"]
+    raise MappingError("content", f"expected text or content parts, got {type(content).__name__}")
+
+
+def iso_seconds(ts: Any) -> float | None:
+    """ISO-8601 (zone-less means UTC) or epoch number -> unix seconds."""
+    if ts is None or isinstance(ts, bool):
+        return None
+    if isinstance(ts, (int, float)):
+        return float(ts)
+    if isinstance(ts, str) and ts:
+        try:
+            dt = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=timezone.utc)
+        return dt.timestamp()
+    return None
+
+
+def openai_tool_calls(calls: Any, where: str) -> list[dict[str, Any]]:
+    """OpenAI `tool_calls` ({id, type, function: {name, arguments}}) or flat ({id, name,
+    arguments}) -> canonical dicts. Arguments stay as given (a JSON string is parsed, and a broken
+    one quarantined, by the schema validation)."""
+    if calls is None:
+        return []
+    if not isinstance(calls, list):
+        raise MappingError(where, f"expected a list, got {type(calls).__name__}")
+    out = []
+    for j, c in enumerate(calls):
+        if not isinstance(c, dict):
+            raise MappingError(f"{where}[{j}]", f"expected an object, got {type(c).__name__}")
+        fn = c.get("function")
+        if isinstance(fn, dict):
+            name, args = fn.get("name"), fn.get("arguments", {})
+        else:  # flat shape; inspect_ai puts the name in "function" as a string
+            name, args = (fn if isinstance(fn, str) else c.get("name")), c.get("arguments", {})
+        out.append({"name": name, "arguments": {} if args is None else args, "id": c.get("id")})
+    return out
+
+
+def token_fields(m: dict[str, Any]) -> dict[str, Any]:
+    """token_ids / logprobs when the source message carries them (lists of ints / floats, or
+    OpenAI's {"content": [{"token", "logprob"}]} shape)."""
+    out: dict[str, Any] = {}
+    ids = m.get("token_ids")
+    if isinstance(ids, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        out["token_ids"] = ids
+    lp = m.get("logprobs")
+    if isinstance(lp, dict):
+        lp = [t.get("logprob") for t in lp.get("content") or [] if isinstance(t, dict)]
+    if isinstance(lp, list) and lp and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in lp):
+        out["logprobs"] = [float(x) for x in lp]
+    return out
+
+
+def stable_id(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def tools_to_openai(tools: Any) -> list[dict[str, Any]]:
+    """Tool schemas as OpenAI function tools ({type: function, function: {name, description,
+    parameters}}); accepts that shape, bare {name, description, parameters}, or a JSON string."""
+    if isinstance(tools, str):
+        try:
+            tools = json.loads(tools) if tools.strip() else []
+        except json.JSONDecodeError as e:
+            raise MappingError("tools", f"not valid JSON ({e.msg})") from None
+    if tools is None:
+        return []
+    if not isinstance(tools, list):
+        raise MappingError("tools", f"expected a list of tool schemas, got {type(tools).__name__}")
+    out = []
+    for t in tools:
+        if isinstance(t, dict) and isinstance(t.get("function"), dict):
+            out.append(t)
+        elif isinstance(t, dict) and isinstance(t.get("name"), str):
+            out.append({"type": "function", "function": {k: t[k] for k in ("name", "description", "parameters") if k in t}})
+    return out
+
+
+def outcome_from_reward(reward: Any) -> dict[str, Any]:
+    if isinstance(reward, bool):
+        return {"success": reward, "score": float(reward)}
+    if isinstance(reward, (int, float)):
+        r = float(reward)
+        return {"success": r >= 1.0, "score": min(1.0, max(0.0, r))}
+    return {}
+
+
+def read_records(path: Path, fn: Callable[[Any, Path, str], dict[str, Any]]) -> Iterator[Record]:
+    """A JSON array file (one record per element), a single JSON object, or JSONL: each record
+    mapped with `fn(record, path, locator)`."""
+    with open(path, "rb") as f:
+        first = head_text(path, f.read(64)).lstrip()[:1]
+    if first in ("[", "{"):
+        doc = load_document(path)
+        if not isinstance(doc, Record):
+            items = doc if isinstance(doc, list) else [doc]
+            for i, rec in enumerate(items):
+                yield mapped(f"record {i}", fn, rec, path, f"record {i}")
+            return
+        if first == "[":
+            yield doc
+            return
+        # not one JSON document: fall through to JSON Lines
+    for loc, obj in jsonl_objects(path):
+        yield obj if isinstance(obj, Record) else mapped(loc, fn, obj, path, loc)
