@@ -327,3 +327,22 @@ def test_unquoted_slurm_times_stay_text(tmp_path):
     (tmp_path / "r.yaml").write_text(MINIMAL + "slurm:\n  time_train: 12:00:00\n  time_eval: 1-02:30:00\n")
     r = load_recipe(tmp_path / "r.yaml", ["slurm.time_eval=90:00"])
     assert (r.slurm.time_train, r.slurm.time_eval) == ("12:00:00", "90:00")
+
+
+def test_meta_keys_are_only_accepted_in_a_resolved_file(tmp_path):
+    (tmp_path / "r.yaml").write_text(MINIMAL + "history: []\n")
+    with pytest.raises(RecipeError, match="unknown key 'history'"):
+        load_recipe(tmp_path / "r.yaml")
+
+
+def test_a_run_can_be_the_base_of_a_new_recipe(recipe_dir):
+    write_resolved(load_recipe(recipe_dir / "base.yaml"), recipe_dir / "run")
+    (recipe_dir / "next.yaml").write_text(f"base: run/{RESOLVED_NAME}\nexperiment: next\ntrain:\n  method: dpo\n")
+    r = load_recipe(recipe_dir / "next.yaml")
+    assert (r.experiment, r.train.method, r.train.rounds) == ("next", "dpo", 3)
+
+
+def test_missing_key_in_a_list_item_points_at_the_item(tmp_path):
+    (tmp_path / "r.yaml").write_text(MINIMAL + "eval:\n  suites:\n    - {name: maze}\n    - {episodes: 3}\n")
+    with pytest.raises(RecipeError, match=r"r.yaml:7: key 'eval.suites\[1\].name': required key is missing"):
+        load_recipe(tmp_path / "r.yaml")

@@ -30,6 +30,7 @@ from pydantic_core import to_jsonable_python
 
 from data_pipeline.config import DatasetConfig, IngestConfig, Section
 from eval.config import CollectConfig, CurveConfig, EvalConfig
+from eval.suites import SUITES
 from trainer.config import ModelConfig, SlurmConfig, StudyConfig, TrackingConfig, TrainConfig
 
 RESOLVED_NAME = "recipe.resolved.yaml"
@@ -330,6 +331,9 @@ def _shown(path: Path) -> str:
 def _load_chain(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict, list[_Source]]:
     """The file merged over its base chain, and its sources from the deepest base to this file."""
     data, src = read_recipe_file(path)
+    if "recipe_hash" in data:  # a run directory's recipe.resolved.yaml loads (or serves as base) as a recipe
+        for key in RESOLVED_META_KEYS:
+            data.pop(key, None)
     base = data.pop("base", None)
     if base is None:
         return data, [src]
@@ -444,14 +448,12 @@ def _problem_text(err: dict, path: tuple) -> str:
 
 
 # Checks the section types cannot express alone; each returns (key path, problem) pairs.
-_SLURM_TIME = re.compile(r"^(\d+|\d+:\d{1,2}|\d+:\d{1,2}:\d{1,2}|\d+-\d+|\d+-\d+:\d{1,2}|\d+-\d+:\d{1,2}:\d{1,2})$")
+_SLURM_TIME = re.compile(r"^(UNLIMITED|INFINITE|\d+|\d+:\d{1,2}|\d+:\d{1,2}:\d{1,2}|\d+-\d+|\d+-\d+:\d{1,2}|\d+-\d+:\d{1,2}:\d{1,2})$")
 _SLURM_MEM = re.compile(r"^\d+[KMGT]?$")
 _EXPERIMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def _semantic_problems(recipe: Recipe) -> list[tuple[tuple, str]]:
-    from eval.suites import SUITES
-
     found: list[tuple[tuple, str]] = []
     if not _EXPERIMENT_NAME.match(recipe.experiment):
         found.append((("experiment",), f"{recipe.experiment!r} cannot name a run directory; "
@@ -486,7 +488,8 @@ def _locate(path: tuple, sources: list[_Source], top: str) -> str:
         for k in range(len(path), 0, -1):
             prefix = path[:k]
             if prefix in src.lines and (k == len(path) or prefix in src.leaves):
-                where = src.place(prefix)
+                deepest = next(path[:j] for j in range(len(path), 0, -1) if path[:j] in src.lines)
+                where = src.place(deepest)
                 return where if src.label == top or src.label.startswith("override") else f"{where} (base of {top})"
     # A missing key: point at the section that lacks it, in the recipe file itself.
     own = next((s for s in sources if s.label == top), None)
@@ -522,8 +525,6 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     if path.is_dir():
         raise RecipeError(f"{path}: is a directory; give a recipe .yaml file")
     data, sources = _load_chain(path)
-    for key in RESOLVED_META_KEYS:  # a run directory's recipe.resolved.yaml loads as a recipe
-        data.pop(key, None)
     data = _deep_merge(schema_defaults(), data)
     for text in overrides:
         key_path = apply_override(data, text)
@@ -554,6 +555,16 @@ def code_version() -> str:
         return "unknown"
 
 
+class _Absent:
+    """A key one side of a comparison lacks (a schema that gained or lost a key since the run began)."""
+
+    def __repr__(self) -> str:
+        return "(absent)"
+
+
+_MISSING = _Absent()
+
+
 def _differences(old: Any, new: Any, path: tuple = ()) -> list[tuple[tuple, Any, Any]]:
     if isinstance(old, dict) and isinstance(new, dict):
         out = []
@@ -563,7 +574,6 @@ def _differences(old: Any, new: Any, path: tuple = ()) -> list[tuple[tuple, Any,
     return [] if old == new else [(path, old, new)]
 
 
-_MISSING = "<absent>"
 # Resumption may change these without a fork: they decide where and how the run is scheduled or
 # logged, not what it trains. Anything else (model, data, method, learning rate, nodes x GPUs, eval
 # suites, curve form, seeds, ...) would make the run's rounds disagree with its recipe.
@@ -579,9 +589,9 @@ def resume_neutral(path: tuple, old: Any, new: Any) -> bool:
         return True
     if path[:1] == ("slurm",) and len(path) > 1 and path[1] in _SCHEDULING_KEYS:
         return True
-    if old == _MISSING:  # a key added to the schema since the run began, at its default value
+    if old is _MISSING:  # a key added to the schema since the run began, at its default value
         return _lookup(schema_defaults(), path) == new
-    return new == _MISSING  # a key since removed from the schema: nothing reads it any more
+    return new is _MISSING  # a key since removed from the schema: nothing reads it any more
 
 
 def _lookup(data: Any, path: tuple) -> Any:
@@ -592,9 +602,11 @@ def _lookup(data: Any, path: tuple) -> Any:
     return data
 
 
-def _short(value: Any) -> str:
-    text = json.dumps(value) if not isinstance(value, str) else value
-    return text if len(text) <= 60 else text[:57] + "..."
+def _change_text(path: tuple, old: Any, new: Any) -> str:
+    def short(value: Any) -> str:
+        text = value if isinstance(value, str) else repr(value) if value is _MISSING else json.dumps(value)
+        return text if len(text) <= 60 else text[:57] + "..."
+    return f"{dotted(path)}: {short(old)} -> {short(new)}"
 
 
 def read_resolved(run_dir: str | Path) -> dict | None:
@@ -604,6 +616,29 @@ def read_resolved(run_dir: str | Path) -> dict | None:
         return None
     data, _ = read_recipe_file(target)
     return data
+
+
+def _compare_with_run(old_doc: dict, new: dict, meta: dict, target: Path, fork: bool) -> dict | None:
+    """The history event of rerunning into a run directory (None: nothing changed); refuses a
+    different recipe unless `fork`."""
+    old = {k: v for k, v in old_doc.items() if k not in RESOLVED_META_KEYS}
+    changes = _differences(old, new)
+    blocking = [c for c in changes if not resume_neutral(*c)]
+    if blocking and not fork:
+        listed = "; ".join(_change_text(*c) for c in blocking[:8])
+        raise RecipeError(
+            f"{target}: this run directory already holds a different recipe (hash {old_doc.get('recipe_hash')}, "
+            f"now {meta['recipe_hash']}); changed: {listed}. Use another run directory (run_dir=... or a new "
+            f"experiment name), or fork this run (--fork) to keep its rounds and continue under the new recipe")
+    if not changes and old_doc.get("code_version") == meta["code_version"]:
+        return None
+    return {
+        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "event": "fork" if blocking else "resume",
+        "from_hash": old_doc.get("recipe_hash"), "to_hash": meta["recipe_hash"],
+        "from_code_version": old_doc.get("code_version"), "to_code_version": meta["code_version"],
+        "changed": [_change_text(*c) for c in changes],
+    }
 
 
 def write_resolved(recipe: Recipe, run_dir: str | Path | None = None, fork: bool = False) -> Path:
@@ -620,30 +655,15 @@ def write_resolved(recipe: Recipe, run_dir: str | Path | None = None, fork: bool
     history: list = []
     old_doc = read_resolved(run_dir)
     if old_doc is not None:
-        old = {k: v for k, v in old_doc.items() if k not in RESOLVED_META_KEYS}
-        history = list(old_doc.get("history") or [])
-        changes = _differences(old, new)
-        blocking = [c for c in changes if not resume_neutral(*c)]
-        if blocking and not fork:
-            listed = "; ".join(f"{dotted(p)}: {_short(a)} -> {_short(b)}" for p, a, b in blocking[:8])
-            raise RecipeError(
-                f"{target}: this run directory already holds a different recipe (hash {old_doc.get('recipe_hash')}, "
-                f"now {meta['recipe_hash']}); changed: {listed}. Use another run directory (run_dir=... or a new "
-                f"experiment name), or fork this run (--fork) to keep its rounds and continue under the new recipe")
-        if not changes and old_doc.get("code_version") == meta["code_version"]:
+        event = _compare_with_run(old_doc, new, meta, target, fork)
+        if event is None:
             return target
-        if blocking:
+        if event["event"] == "fork":
             (run_dir / f"recipe.resolved.{old_doc.get('recipe_hash', 'old')}.yaml").write_text(target.read_text())
-        history.append({
-            "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "event": "fork" if blocking else "resume",
-            "from_hash": old_doc.get("recipe_hash"), "to_hash": meta["recipe_hash"],
-            "from_code_version": old_doc.get("code_version"), "to_code_version": meta["code_version"],
-            "changed": [f"{dotted(p)}: {_short(a)} -> {_short(b)}" for p, a, b in changes],
-        })
+        history = [*(old_doc.get("history") or []), event]
     run_dir.mkdir(parents=True, exist_ok=True)
     doc = {**meta, **new, "history": history}
-    tmp = target.with_suffix(".yaml.tmp")
+    tmp = target.with_name(f".{RESOLVED_NAME}.{os.getpid()}.tmp")
     tmp.write_text(yaml.safe_dump(doc, sort_keys=False, default_flow_style=False))
     os.replace(tmp, target)  # atomic: a killed job never leaves half a resolved recipe
     return target
