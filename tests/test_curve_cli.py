@@ -34,8 +34,6 @@ def make_run(run_dir, hours=HOURS, truth=(0.1, 0.6, 2.0, 1.5), n_tasks=64, seed=
     return run_dir
 
 
-
-
 def test_points_from_run_reads_the_layout(tmp_path):
     run = make_run(tmp_path / "exp", evaluated=7)
     points, notes = points_from_run(run, "hours")
