@@ -73,12 +73,17 @@ def test_kto_recipe_changes_only_what_differs_from_its_base():
 
 
 def test_study_and_grpo_recipes(tmp_path):
-    if not (RECIPES / "quickstart.yaml").exists():
-        pytest.skip("recipes/quickstart.yaml (the lead's) is not in the checkout yet")
-    study = load_recipe(RECIPES / "study-quickstart.yaml")
+    folder = RECIPES
+    if not (RECIPES / "quickstart.yaml").exists():  # until the lead's quickstart lands: a minimal stand-in
+        folder = tmp_path
+        (tmp_path / "quickstart.yaml").write_text(MINIMAL)
+        for name in ("study-quickstart.yaml", "grpo-maze.yaml"):
+            (tmp_path / name).write_text((RECIPES / name).read_text())
+    study = load_recipe(folder / "study-quickstart.yaml")
     assert [a.kind for a in study.study.arms] == ["accumulate", "latest", "retry", "reset"]
     assert len(study.study.seeds) >= 2
-    assert load_recipe(RECIPES / "grpo-maze.yaml").train.method == "grpo"
+    grpo = load_recipe(folder / "grpo-maze.yaml")
+    assert grpo.train.method == "grpo" and "maze" in [s.name for s in grpo.collect.suites]
 
 
 def test_check_of_the_recipes_folder(capsys):
