@@ -158,3 +158,22 @@ def test_doubling_time_needs_dates():
     by_arm = {name: arm_points(name, 0.1, 0.6, 1.0, 1.5) for name in fits}  # no dates
     dt = doubling_time(fits, by_arm, 2.0)
     assert dt["status"] == "not_computed" and "distinct dates" in dt["reason"]
+
+
+def test_logged_to_wandb_only_when_a_run_is_active(tmp_path, monkeypatch):
+    """A stand-in wandb module (wandb itself is not under test): headline numbers and the plot are
+    logged when a run is active, nothing when wandb has no run."""
+    import sys
+    import types
+
+    logged = []
+    fake = types.SimpleNamespace(run=None, log=logged.append, Image=lambda path: ("image", path))
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    pts = {"sft": arm_points("sft", 0.1, 0.6, 2.0, 1.5)}
+    write_curve_outputs(pts, tmp_path, CurveConfig(bootstrap=0))
+    assert logged == []
+    fake.run = object()
+    write_curve_outputs(pts, tmp_path, CurveConfig(bootstrap=0))
+    (entry,) = logged
+    assert entry["curve/sft/asymptote"] == pytest.approx(0.6, rel=0.01)
+    assert entry["curve/plot"] == ("image", str(tmp_path / "curve.png"))
