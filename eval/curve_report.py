@@ -246,15 +246,22 @@ def _cell(fit: CurveFit, key: str) -> str:
 
 def markdown_section(result: dict[str, Any], fits: dict[str, CurveFit], cfg: CurveConfig,
                      image_link: str = "curve/curve.png") -> str:
-    unit = X_UNITS[cfg.x]
     boot = {f.bootstrap.get("method") for f in fits.values() if f.bootstrap}
     lines = ["## Improvement curve", "", f"![improvement curve]({image_link})", "",
              f"Form: {FORM_TEXT[cfg.form]}; x = {X_LABELS[cfg.x]}. "
              f"Intervals: {int(LEVEL * 100)}% bootstrap ({', '.join(sorted(boot)) or 'none'}; {cfg.bootstrap} resamples).", ""]
+    lines += _md_table(fits, cfg)
+    lines += _md_checks(result, fits, cfg)
+    return "\n".join(lines) + "\n"
+
+
+def _md_table(fits: dict[str, CurveFit], cfg: CurveConfig) -> list[str]:
+    """One row per arm: every headline number with its interval."""
+    unit = X_UNITS[cfg.x]
     target = f"x to reach {cfg.target_score:g} ({unit})" if cfg.target_score is not None else None
     head = ["arm", "status", "asymptote", f"midpoint ({unit})", "exponent", f"slope at midpoint (/{unit})",
             f"learning speed @ {cfg.horizon_hours:g} {unit}"] + ([target] if target else []) + ["R²", "points"]
-    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for arm, fit in fits.items():
         if fit.ok:
             cells = [arm, "ok", _cell(fit, "asymptote"), _cell(fit, "midpoint"), _cell(fit, "exponent"),
@@ -266,7 +273,13 @@ def markdown_section(result: dict[str, Any], fits: dict[str, CurveFit], cfg: Cur
         else:
             cells = [arm, f"no fit: {fit.reason}"] + ["–"] * (len(head) - 4) + ["–", str(len(fit.points))]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "**Forecast check** (fit on the first checkpoints, predict the rest):"]
+    return lines
+
+
+def _md_checks(result: dict[str, Any], fits: dict[str, CurveFit], cfg: CurveConfig) -> list[str]:
+    """Forecast check (printed every time), window sensitivity, warnings, comparisons, doubling time."""
+    unit = X_UNITS[cfg.x]
+    lines = ["", "**Forecast check** (fit on the first checkpoints, predict the rest):"]
     for arm, rec in result["arms"].items():
         fc = rec["forecast"]
         if fc.get("status") == "ok":
@@ -297,7 +310,7 @@ def markdown_section(result: dict[str, Any], fits: dict[str, CurveFit], cfg: Cur
         lines += ["", f"**Doubling time of learning speed** ({len(dt['arms'])} arms by date): "
                   f"{_fmt(dt['doubling_time_days'])} days{iv_text} (~{_fmt(dt['doubling_time_months'])} months)"
                   + (f"; {dt['note']}" if dt.get("note") else "")]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 # ---------------------------------------------------------------------------------------------
