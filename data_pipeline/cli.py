@@ -106,6 +106,9 @@ def dataset_main(argv: list[str]) -> int:
         ds = builders.build_sft(trajs, success_only=not a.all_scores, min_score=a.min_score, heldout=spec)
     else:
         ds = getattr(builders, f"build_{a.kind}")(trajs, heldout=spec)
+    if len(ds) == 0:  # datasets cannot reload an empty save, and a trainer cannot use one
+        raise IngestError(f"no {a.kind} rows can be built from {len(trajs)} usable trajectories in {root} "
+                          "(held-out tasks excluded); nothing written")
     out = Path(a.out)
     if out.exists() and any(out.iterdir()):
         raise IngestError(f"output folder {out} exists and is not empty")
