@@ -469,7 +469,10 @@ def _bootstrap(fit: CurveFit, pb: _Problem, theta: np.ndarray, points: list[Curv
     for y_star, anchor_star in draws:
         pb_star = pb
         if pb.r0_fixed is not None and pb.form == "scalerl":
-            pb_star = _Problem(**{**pb.__dict__, "r0_fixed": float(np.mean(anchor_star))})
+            r0_star = float(np.mean(anchor_star))
+            a_lo = max(pb.a_bounds[0], r0_star + 1e-6)  # the resampled start must stay below the asymptote
+            pb_star = _Problem(**{**pb.__dict__, "r0_fixed": r0_star,
+                                  "a_bounds": (a_lo, max(pb.a_bounds[1], a_lo + 1e-3))})
         got = _refine(pb_star, [theta], y=y_star, max_nfev=200)
         if got is None:
             continue
