@@ -18,6 +18,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -120,8 +121,6 @@ def content_hash(d: dict[str, Any]) -> str:
 
 def _reason_key(field_path: str) -> str:
     """`messages[3].tool_calls[0].arguments` -> `messages[].tool_calls[].arguments` for counting."""
-    import re
-
     return re.sub(r"\[\d+\]", "[]", field_path)
 
 

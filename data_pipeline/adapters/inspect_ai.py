@@ -5,7 +5,6 @@ sample's `working_time` (else `total_time`); start from the first event timestam
 from the first model event that lists them."""
 from __future__ import annotations
 
-import json
 import zipfile
 from pathlib import Path
 from typing import Any, Iterator

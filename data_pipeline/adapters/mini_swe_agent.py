@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from . import Record
-from .common import MappingError, head_text, load_document, mapped, require
+from .common import head_text, load_document, mapped, require
 from .openai_chat import message
 from .swebench import exit_status_for, find_report, prediction_for
 

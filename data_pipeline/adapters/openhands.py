@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from . import Record
-from .common import MappingError, head_text, iso_seconds, jsonl_objects, load_document, mapped, require, stable_id
+from .common import MappingError, head_text, iso_seconds, load_document, mapped, stable_id
 
 NAME = "openhands"
 _SKIP = {"recall", "agent_state_changed", "null", "change_agent_state", "condensation"}
