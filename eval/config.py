@@ -43,6 +43,7 @@ class EvalConfig(Section):
 class CurveConfig(Section):
     form: Literal["edgebench", "scalerl"] = Field("scalerl", description="Curve form: edgebench S(t) or scalerl R(C)")
     x: Literal["hours", "gpu_hours", "tokens", "round"] = Field("hours", description="x-axis of the fit")
+    metric: Literal["success_rate", "mean_score"] = Field("success_rate", description="Held-out metric on the y-axis")
     horizon_hours: float = Field(2.0, gt=0, description="Learning speed = gain after this much interaction (x units)")
     target_score: float | None = Field(None, ge=0, le=1, description="Report the interaction time needed to reach this score")
     bootstrap: int = Field(200, ge=0, description="Bootstrap resamples (over tasks) for parameter intervals")

@@ -84,12 +84,14 @@ def _round_point(round_dir: Path, x_axis: str, metric: str | None, arm: str) -> 
                        date=parse_date(manifest.get("date"), f"{manifest_path}: field 'date'"))
     if "episodes" in summary:
         point.n = int(_number(summary, "episodes", summary_path))
-    ci = summary.get("ci95")
+    # the interval and per-task values that belong to the metric (success vs mean score)
+    ci = summary.get("mean_score_ci95" if key == "mean_score" and "mean_score_ci95" in summary else "ci95")
     if ci is not None:
         if not (isinstance(ci, list) and len(ci) == 2 and all(isinstance(v, (int, float)) for v in ci)):
             raise CurveInputError(f"{summary_path}: field 'ci95' must be [lo, hi], got {ci!r}")
         point.lo, point.hi = float(ci[0]), float(ci[1])
-    point.task_scores = _per_task(summary.get("per_task"), summary_path)
+    task_key = "per_task_success" if key == "success_rate" and "per_task_success" in summary else "per_task"
+    point.task_scores = _per_task(summary.get(task_key), summary_path)
     return point
 
 

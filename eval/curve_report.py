@@ -437,7 +437,7 @@ def _load_points(args, cfg: CurveConfig) -> tuple[dict[str, list[CurvePoint]], l
             arm = str(run_dir)
         if arm in by_arm:
             raise CurveInputError(f"{run_dir}: given twice")
-        by_arm[arm], run_notes = points_from_run(run_dir, cfg.x, args.metric, arm)
+        by_arm[arm], run_notes = points_from_run(run_dir, cfg.x, args.metric or cfg.metric, arm)
         notes += run_notes
     return by_arm, notes
 

@@ -39,11 +39,13 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from eval.errors import EvalError
+
 PLACEHOLDERS = ("checkpoint", "endpoint", "task_id", "out")
 STDERR_TAIL_CHARS = 2000
 
 
-class ExternalSuiteError(ValueError):
+class ExternalSuiteError(EvalError, ValueError):
     """A suite YAML or its use that the user must fix; the message names the file and the key."""
 
 

@@ -9,11 +9,14 @@ from data_pipeline.config import Section
 
 
 class TinyModelConfig(Section):
-    hidden_size: int = Field(64, ge=8, description="Tiny model: hidden size")
+    hidden_size: int = Field(128, ge=8, description="Tiny model: hidden size")
     layers: int = Field(2, ge=1, description="Tiny model: transformer layers")
     heads: int = Field(4, ge=1, description="Tiny model: attention heads")
     intermediate_size: int = Field(256, ge=8, description="Tiny model: MLP width")
     init_seed: int = Field(0, description="Tiny model: weight initialisation seed")
+    init_std: float = Field(
+        0.1, gt=0, description="Tiny model: std of the initial weights (large enough that a LoRA can move its logits)"
+    )
 
 
 class ModelConfig(Section):

@@ -1,0 +1,95 @@
+"""`flywheel run RECIPE`: the whole loop on one machine.
+
+Round 0 evaluates the base policy. Each round then: the current policy collects experience on
+training tasks (canonical JSONL) -> ingest into the experience store -> one training round on the
+selected experience -> evaluation of the new checkpoint on the held-out suites -> the point
+(cumulative interaction hours, held-out success) joins the curve, which is refitted, and the
+report is rewritten. Every stage is resumable: rerunning the command continues where it stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from eval.config import EvalConfig
+from trainer.recipe import Recipe, load_recipe, write_resolved
+from trainer.round import checkpoint_paths, ensure_round0, train_round
+from trainer.rundir import RunDir
+
+
+def evaluate_round(recipe: Recipe, run: RunDir, r: int, eval_cfg: EvalConfig | None = None,
+                   progress: bool = True) -> dict:
+    """Held-out evaluation of round r's checkpoint (skipped when its summary exists)."""
+    done = run.eval_summary(r)
+    if done is not None:
+        return done
+    from eval.evaluator import evaluate
+    from eval.policy import HFPolicy, load_checkpoint
+
+    eval_cfg = eval_cfg or recipe.eval
+    base, adapter = checkpoint_paths(run, run.manifest(r))
+    model, tokenizer = load_checkpoint(base, adapter, recipe.model.dtype)
+    pc = eval_cfg.policy
+    policy = HFPolicy(model, tokenizer, temperature=pc.temperature, constrained=pc.constrained,
+                      max_new_tokens=pc.max_new_tokens, name=f"{recipe.experiment}/round-{r:04d}")
+    return evaluate(policy, eval_cfg, run.round_dir(r) / "eval", checkpoint=str(adapter or base), progress=progress)
+
+
+def refresh_curve_and_report(recipe: Recipe, run: RunDir) -> dict:
+    """Refit the curve over every evaluated round and rewrite curve/ and report.md."""
+    from eval.curve_inputs import points_from_run
+    from eval.curve_report import write_curve_outputs
+    from eval.report import write_report
+
+    points, _ = points_from_run(run.root, recipe.curve.x, recipe.curve.metric, arm=recipe.experiment)
+    result = write_curve_outputs({recipe.experiment: points}, run.curve, recipe.curve,
+                                 title=f"{recipe.experiment}: held-out {recipe.curve.metric}")
+    write_report(run.root, f"flywheel run: {recipe.experiment}", result.get("markdown", ""))
+    return result
+
+
+def run_experiment(recipe: Recipe, fork: bool = False, progress: bool = True) -> RunDir:
+    run = RunDir(recipe.run_path())
+    with run.lock("run"):
+        write_resolved(recipe, run.root, fork=fork)
+        ensure_round0(recipe, run)
+        _log(run, 0, evaluate_round(recipe, run, 0, progress=progress), time.time())
+        refresh_curve_and_report(recipe, run)
+        for r in range(1, recipe.train.rounds + 1):
+            t0 = time.time()
+            train_round(recipe, run, r, progress=progress)
+            _log(run, r, evaluate_round(recipe, run, r, progress=progress), t0)
+            refresh_curve_and_report(recipe, run)
+    return run
+
+
+def _log(run: RunDir, r: int, summary: dict, t0: float) -> None:
+    m = run.manifest(r)
+    line = (f"round {r}: {m['cumulative_interaction_hours']:.1f} interaction h, "
+            f"{m.get('trajectories_used', 0)} trajectories -> held-out success {summary['success_rate']:.3f} "
+            f"[{summary['ci95'][0]:.3f}, {summary['ci95'][1]:.3f}] on {summary['episodes']} episodes "
+            f"({time.time() - t0:.0f}s)")
+    print(line, flush=True)
+    run.tracking.mkdir(parents=True, exist_ok=True)
+    with open(run.tracking / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"round": r, "hours": m["cumulative_interaction_hours"],
+                            "success_rate": summary["success_rate"], "ci95": summary["ci95"],
+                            "mean_score": summary["mean_score"], "time": time.time()}) + "\n")
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="flywheel run", description=__doc__.split("\n\n")[0])
+    ap.add_argument("recipe")
+    ap.add_argument("overrides", nargs="*", help="key.sub=value recipe overrides")
+    ap.add_argument("--fork", action="store_true", help="allow a changed recipe in an existing run directory")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = ap.parse_args(argv)
+    recipe = load_recipe(args.recipe, args.overrides)
+    t0 = time.time()
+    run = run_experiment(recipe, fork=args.fork, progress=not args.quiet)
+    print(f"\ndone in {time.time() - t0:.0f}s")
+    print(f"curve:  {(run.curve / 'curve.png').resolve()}")
+    print(f"report: {run.report.resolve()}")
+    return 0
