@@ -437,7 +437,9 @@ def _load_points(args, cfg: CurveConfig) -> tuple[dict[str, list[CurvePoint]], l
             arm = str(run_dir)
         if arm in by_arm:
             raise CurveInputError(f"{run_dir}: given twice")
-        by_arm[arm], run_notes = points_from_run(run_dir, cfg.x, args.metric or cfg.metric, arm)
+        # the metric the run's recipe chose, else the summary's own default (mean score when present)
+        metric = args.metric or _recipe_curve_section(run_dir).get("metric")
+        by_arm[arm], run_notes = points_from_run(run_dir, cfg.x, metric, arm)
         notes += run_notes
     return by_arm, notes
 

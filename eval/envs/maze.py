@@ -75,7 +75,8 @@ class MazeEnv(Env):
 
     @property
     def max_steps(self) -> int:
-        return 3 * self.size * self.size // 4
+        # 3/4 of the cells, and never less than twice the shortest path (winding small mazes)
+        return max(3 * self.size * self.size // 4, 2 * getattr(self, "optimal", 0))
 
     def valid_actions(self) -> list[str]:
         return self._open_moves()
