@@ -72,6 +72,7 @@ class WandbConfig(Section):
 
 class TrackingConfig(Section):
     wandb: WandbConfig = Field(default_factory=WandbConfig, description="Weights & Biases logging")
+    arm: str | None = Field(None, description="Study arm of this experiment (W&B tag arm:<name>; default: the experiment name)")
 
 
 class SlurmConfig(Section):
