@@ -1,18 +1,80 @@
 """What every training method shares: loading the policy to train (base + parent adapter or a new
-LoRA), the TrainingArguments common to TRL's configs, running with resume, and the guards."""
+LoRA), the TrainingArguments common to TRL's configs, running with resume, the guards, a quiet
+progress bar, the count of trained tokens, and where this process stands in a distributed launch.
+
+A method module (`trainer/<method>.py`) builds its TRL trainer from `build_trainer_args(...)` and
+hands it to `run_trainer(trainer, work_dir, grad_norm_limit)`; the round does the rest.
+"""
 from __future__ import annotations
 
+import json
 import math
+import os
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from trainer.cli import UserError
 
-class TrainingDiverged(RuntimeError):
+FINAL_ADAPTER = "final-adapter"  # run_trainer saves the trained adapter here, inside the work dir
+_progress = {"enabled": True}
+
+
+class TrainingDiverged(UserError):
     """Non-finite loss or exploding gradient norm: the round stops, the parent stays current."""
 
 
+# ---- where this process stands ------------------------------------------------------------------
+@dataclass(frozen=True)
+class DistEnv:
+    rank: int
+    world_size: int
+    local_rank: int
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def dist_env() -> DistEnv:
+    """Rank from the launcher's environment (torchrun / deepspeed / srun set RANK, WORLD_SIZE,
+    LOCAL_RANK); a plain process is rank 0 of 1."""
+    def _int(name: str, default: int) -> int:
+        value = os.environ.get(name, "")
+        return int(value) if value.strip().lstrip("-").isdigit() else default
+
+    return DistEnv(_int("RANK", 0), _int("WORLD_SIZE", 1), _int("LOCAL_RANK", 0))
+
+
+def set_progress(enabled: bool) -> None:
+    """Show (or not) the one progress bar per round that `run_trainer` draws on rank 0."""
+    _progress["enabled"] = bool(enabled)
+
+
+def quiet_libraries() -> None:
+    """No per-library bars (dataset maps, weight loading) or deprecation chatter from inside
+    transformers/TRL: a round shows its own bar and its errors, nothing else."""
+    import warnings
+
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    datasets.disable_progress_bars()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    for module in ("transformers", "trl", "peft", "accelerate"):
+        warnings.filterwarnings("ignore", category=FutureWarning, module=module)
+        warnings.filterwarnings("ignore", category=UserWarning, module=module)
+
+
+# ---- setup ---------------------------------------------------------------------------------------
 def lora_config(cfg):
     from peft import LoraConfig
 
@@ -36,6 +98,10 @@ def load_policy_for_training(base_path: Path, parent_adapter: Path | None, cfg):
 
 def build_trainer_args(cfg, seed: int, work_dir: Path, learning_rate: float,
                        deepspeed_config: str | None) -> dict[str, Any]:
+    """TrainingArguments shared by every method's TRL config. Data order comes from `seed` alone
+    (accelerate's seedable sampler, same permutation on any number of processes), so a resumed
+    or multi-process round sees the same batches as a single uninterrupted one."""
+    on_gpu = torch.cuda.is_available()
     return dict(
         output_dir=str(work_dir),
         learning_rate=learning_rate,
@@ -54,24 +120,50 @@ def build_trainer_args(cfg, seed: int, work_dir: Path, learning_rate: float,
         report_to="none",
         seed=seed,
         data_seed=seed,
-        use_cpu=not torch.cuda.is_available(),
+        use_cpu=not on_gpu,
         bf16=False,
+        ddp_backend="gloo" if dist_env().distributed and not on_gpu else None,
         dataloader_num_workers=0,
         deepspeed=deepspeed_config,
-        disable_tqdm=False,
+        disable_tqdm=True,  # run_trainer draws its own bar; the default printer is removed there
+        log_level="warning",
     )
 
 
+# ---- resume --------------------------------------------------------------------------------------
+def complete_checkpoints(work_dir: Path) -> list[Path]:
+    """Intra-round checkpoints whose trainer state was written (it is written last), oldest first.
+    A checkpoint cut short by a kill has no readable trainer_state.json and is ignored."""
+    found = []
+    for p in Path(work_dir).glob("checkpoint-*"):
+        try:
+            step = int(p.name.split("-")[-1])
+            state = json.loads((p / "trainer_state.json").read_text())
+        except (ValueError, OSError):
+            continue
+        if state.get("global_step") == step:
+            found.append((step, p))
+    return [p for _, p in sorted(found)]
+
+
 def newest_checkpoint(work_dir: Path) -> str | None:
-    ckpts = sorted(Path(work_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    ckpts = complete_checkpoints(work_dir)
     return str(ckpts[-1]) if ckpts else None
 
 
+def remove_checkpoints(work_dir: Path) -> None:
+    """Drop intra-round checkpoints (after a divergence they hold the path to it)."""
+    for p in Path(work_dir).glob("checkpoint-*"):
+        shutil.rmtree(p, ignore_errors=True)
+
+
+# ---- callbacks -----------------------------------------------------------------------------------
 def _divergence_guard(grad_norm_limit: float):
     from transformers import TrainerCallback
 
     class DivergenceGuard(TrainerCallback):
-        """Stops training at the first logged step with a non-finite loss or exploding gradient."""
+        """Stops training at the first logged step with a non-finite loss or exploding gradient.
+        The logged loss and gradient norm are reduced over ranks, so every rank stops together."""
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             logs = logs or {}
@@ -85,16 +177,106 @@ def _divergence_guard(grad_norm_limit: float):
     return DivergenceGuard()
 
 
+class TrainedTokenCounter:
+    """Wraps the trainer's data collator and counts the tokens that carry loss (label != -100,
+    after the one-position shift of causal LM loss): assistant tokens, never prompt or padding."""
+
+    def __init__(self, collator):
+        self.collator = collator
+        self.pending = 0  # counted since the last logged step, this rank only
+
+    def __call__(self, features):
+        batch = self.collator(features)
+        labels = batch.get("labels") if hasattr(batch, "get") else None
+        if labels is not None:
+            self.pending += int((labels[..., 1:] != -100).sum())
+        return batch
+
+
+def _token_logger(trainer, counter: TrainedTokenCounter):
+    from transformers import TrainerCallback
+
+    class TrainedTokens(TrainerCallback):
+        """Adds the cumulative `tokens_trained` (summed over ranks) to each logged step. It lives in
+        the log history, which a checkpoint keeps, so a resumed round counts on from there."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            local = torch.tensor(counter.pending, dtype=torch.long, device=trainer.args.device)
+            counter.pending = 0
+            total = int(trainer.accelerator.reduce(local, reduction="sum")) if trainer.accelerator.num_processes > 1 \
+                else int(local)
+            before = next((h["tokens_trained"] for h in reversed(state.log_history[:-1]) if "tokens_trained" in h), 0)
+            state.log_history[-1]["tokens_trained"] = before + total
+
+    return TrainedTokens()
+
+
+def _progress_bar():
+    from tqdm.auto import tqdm
+    from transformers import TrainerCallback
+
+    class RoundProgress(TrainerCallback):
+        """One bar per round on rank 0, the latest loss in its postfix (instead of a printed dict
+        per step)."""
+
+        bar = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if state.is_world_process_zero and _progress["enabled"]:
+                self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="train", unit="step",
+                                leave=False, dynamic_ncols=True)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.update(state.global_step - self.bar.n)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if self.bar is not None and logs and "loss" in logs:
+                self.bar.set_postfix(loss=f"{logs['loss']:.4f}", refresh=False)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
+
+    return RoundProgress()
+
+
+def quiet_callbacks(trainer) -> None:
+    """Replace transformers' printed dict per step and its own bars with our single bar."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(_progress_bar())
+
+
+# ---- train ---------------------------------------------------------------------------------------
 def run_trainer(trainer, work_dir: Path, grad_norm_limit: float = math.inf) -> dict:
-    """Train with resume from an intra-round checkpoint, stopping at the first diverged step;
-    return metrics and the trained model."""
+    """Train with resume from the newest complete intra-round checkpoint, stopping at the first
+    diverged step; save the trained adapter to work_dir/final-adapter (every rank takes part:
+    ZeRO-3 gathers the shards) and return the metrics and the trained model."""
+    quiet_callbacks(trainer)
+    counter = TrainedTokenCounter(trainer.data_collator)
+    trainer.data_collator = counter
+    trainer.add_callback(_token_logger(trainer, counter))
     trainer.add_callback(_divergence_guard(grad_norm_limit))
+    from trainer.preempt import preempt_callback, raise_if_preempted  # Slurm warning signal -> save and stop
+
+    preempt = preempt_callback()
+    trainer.add_callback(preempt)
     result = trainer.train(resume_from_checkpoint=newest_checkpoint(work_dir))
+    raise_if_preempted(preempt)  # a preempted round must not be saved as complete
+    final = Path(work_dir) / FINAL_ADAPTER
+    trainer.save_model(str(final))
     history = [h for h in trainer.state.log_history if "loss" in h]
     return {
         "model": trainer.model,
         "train_loss": float(result.training_loss),
         "steps": int(trainer.state.global_step),
         "loss_history": [float(h["loss"]) for h in history],
+        "grad_norm_history": [float(h["grad_norm"]) for h in history if "grad_norm" in h],
+        "tokens_trained": max((int(h["tokens_trained"]) for h in trainer.state.log_history
+                               if "tokens_trained" in h), default=0),
         "train_runtime_s": float(result.metrics.get("train_runtime", 0.0)),
     }

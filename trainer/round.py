@@ -6,17 +6,27 @@
 4. train:   the method's module drives TRL's trainer on the built dataset (LoRA)
 5. save:    adapter + manifest.json, written atomically as rounds/round-XXXX/
 
+`flywheel train --stage` splits this for multi-process and Slurm jobs, through the round's work
+dir rounds/.work-XXXX/: `prepare` (1-3 + the dataset -> dataset/, selection.json), `fit` (4, on
+every rank under torchrun/deepspeed; rank 0 writes adapter/ and fit.json), `finalize` (5). `all`
+runs the three in turn, fit as a `torchrun --nproc_per_node train.nproc` child when nproc > 1.
+
 Every step is idempotent, so a killed round reruns from where it stopped: collection is skipped
-when its file exists, ingest adds nothing twice, training resumes from its intra-round checkpoint,
-and a completed round (manifest present) is never rerun.
+when its file exists, ingest adds nothing twice, a prepared dataset is reused, training resumes
+from its newest complete intra-round checkpoint (same batches, optimizer, scheduler and RNG
+state), and a completed round (manifest present) is never rerun. A diverged round writes no
+checkpoint and records why in rounds/round-XXXX.failed.json.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
 import json
+import os
 import random
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +35,9 @@ from data_pipeline.heldout import HeldoutSpec
 from data_pipeline.store import ExperienceStore
 from eval.envs.base import HELDOUT_SEED_START
 from trainer.cli import UserError
-from trainer.recipe import Recipe, code_version, load_recipe, write_resolved
+from trainer.common import (FINAL_ADAPTER, TrainingDiverged, dist_env, quiet_libraries, remove_checkpoints,
+                            set_progress)
+from trainer.recipe import RESOLVED_NAME, Recipe, code_version, load_recipe, write_resolved
 from trainer.rundir import RunDir, atomic_write_json, dir_checksums, write_dir_atomically
 
 METHODS = ("sft", "kto", "dpo", "grpo")
@@ -106,16 +118,36 @@ def collect(recipe: Recipe, run: RunDir, r: int, parent: dict, progress: bool = 
     policy = HFPolicy(model, tokenizer, temperature=pc.temperature, constrained=pc.constrained,
                       max_new_tokens=pc.max_new_tokens, name=f"{recipe.experiment}/round-{parent['round']:04d}")
     trajs = []
+    budget_h, pool = recipe.collect.hours_per_round, sum(sc.episodes for sc in suites)
     for sc in suites:
         suite = get_suite(sc.name)
         seeds = suite.train_seeds(sc.episodes, offset=(r - 1) * sc.episodes)
-        trajs += run_episodes(suite, sc.difficulty, seeds, policy, batch_size=pc.batch_size,
-                              rng_seed=round_seed(recipe, r), desc=f"round {r} collect {sc.name}", progress=progress)
+        step = len(seeds) if budget_h is None else pc.batch_size
+        share_s = None if budget_h is None else budget_h * 3600.0 * sc.episodes / pool
+        first = len(trajs)
+        for start in range(0, len(seeds), step):  # one batch at a time, so a spent budget stops early
+            trajs += run_episodes(suite, sc.difficulty, seeds[start:start + step], policy, batch_size=pc.batch_size,
+                                  rng_seed=round_seed(recipe, r), desc=f"round {r} collect {sc.name}", progress=progress)
+            if share_s is not None and _spent_to(trajs, share_s, first):
+                break
     tmp = out.with_name(out.name + ".tmp")
     out.parent.mkdir(parents=True, exist_ok=True)
     write_jsonl(trajs, tmp)
     tmp.rename(out)
     return out
+
+
+def _spent_to(trajs: list, budget_s: float, first: int) -> bool:
+    """Cut trajs[first:] (one suite's episodes, in seed order) right after the episode whose
+    interaction time (s) reaches `budget_s`; True when the budget is spent. Every episode draws from
+    its own seeded generator, so the ones cut are as if never run."""
+    spent = 0.0
+    for i in range(first, len(trajs)):
+        spent += trajs[i].interaction_s
+        if spent >= budget_s:
+            del trajs[i + 1:]
+            return True
+    return False
 
 
 def ingest_sources(recipe: Recipe, store: ExperienceStore) -> None:
@@ -153,21 +185,54 @@ def build_dataset(method: str, trajs, recipe: Recipe, store: ExperienceStore):
     return getattr(builders, f"build_{'rl' if method == 'grpo' else method}")(trajs, heldout=store.heldout)
 
 
-# ---- 4-5. train and save -------------------------------------------------------------------------
+# ---- 4-5. the stages of `flywheel train`: prepare -> fit -> finalize ---------------------------
+STAGES = ("all", "prepare", "fit", "finalize")
+SELECTION, FIT_RESULT, DATASET, ADAPTER = "selection.json", "fit.json", "dataset", "adapter"
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+class RoundFailed(UserError):
+    """Training stopped (divergence guard): no checkpoint was written, the parent stays current."""
+
+
 def deepspeed_config_path(name: str) -> str | None:
     if name == "none":
         return None
     return str(Path(__file__).parent / "deepspeed" / f"{name}.json")
 
 
-def train_round(recipe: Recipe, run: RunDir, r: int, progress: bool = True) -> dict:
-    """Run round r (collect, ingest, select, train, save); returns its manifest."""
-    done = run.manifest(r)
-    if done is not None:
-        return done
+def failure_path(run: RunDir, r: int) -> Path:
+    return run.root / "rounds" / f"round-{r:04d}.failed.json"
+
+
+def round_learning_rate(recipe: Recipe, r: int) -> float:
+    return recipe.train.learning_rate * recipe.train.lr_decay_per_round ** (r - 1)
+
+
+def _parent(run: RunDir, r: int) -> dict:
     parent = run.manifest(r - 1)
     if parent is None:
         raise UserError(f"round {r} needs round {r - 1} first (no {run.round_dir(r - 1)}/manifest.json)")
+    return parent
+
+
+def _selection(run: RunDir, r: int) -> dict:
+    p = run.work_dir(r) / SELECTION
+    if not p.exists():
+        raise UserError(f"round {r} has no prepared data ({p} missing): run `flywheel train ... --stage prepare` first")
+    return json.loads(p.read_text())
+
+
+def prepare_round(recipe: Recipe, run: RunDir, r: int, progress: bool = True) -> dict | None:
+    """Stages 1-3 (collect, ingest, select) and the dataset build, saved to the round's work dir as
+    dataset/ + selection.json. Skipped when already prepared; None for a completed round."""
+    if run.manifest(r) is not None:
+        return None
+    work = run.work_dir(r)
+    if (work / SELECTION).exists():
+        return json.loads((work / SELECTION).read_text())
+    parent = _parent(run, r)
+    quiet_libraries()
     t0 = time.time()
     store = open_store(recipe, run)
     ingest_sources(recipe, store)
@@ -180,45 +245,196 @@ def train_round(recipe: Recipe, run: RunDir, r: int, progress: bool = True) -> d
     if leaked:
         raise UserError(f"held-out tasks reached round {r}'s data: {leaked[:5]}")
     base, parent_adapter = checkpoint_paths(run, parent)
+    # KTO/DPO/GRPO reference: the parent's adapter (previous policy) or none (the base weights)
+    reference_adapter = parent_adapter if recipe.train.method != "sft" and recipe.train.reference == "previous" else None
     if recipe.train.adapter == "reset":
         parent_adapter = None
-    method = recipe.train.method
-    lr = recipe.train.learning_rate * recipe.train.lr_decay_per_round ** (r - 1)
-    dataset = build_dataset(method, trajs, recipe, store)
-    metrics: dict[str, Any] = {"rows": len(dataset)}
-    model = None
+    elif recipe.train.adapter == "merge" and parent_adapter is not None:
+        from trainer.merge import merge_adapter, merged_base_dir
+
+        base = merge_adapter(base, parent_adapter, merged_base_dir(run.root, r))
+        parent_adapter = reference_adapter = None  # the parent's policy is now the base itself
+    # update_weights off (the study's retry control): an empty dataset, so the round trains nothing
+    dataset = build_dataset(recipe.train.method, trajs if recipe.train.update_weights else [], recipe, store)
+    work.mkdir(parents=True, exist_ok=True)
+    tmp = work / f".{DATASET}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    dataset.save_to_disk(str(tmp))
+    shutil.rmtree(work / DATASET, ignore_errors=True)
+    os.rename(tmp, work / DATASET)
+    selection = {
+        "round": r, "parent": f"round-{r - 1:04d}", "base_model": str(base),
+        "parent_adapter": str(parent_adapter) if parent_adapter else None, "method": recipe.train.method,
+        "reference_adapter": str(reference_adapter) if reference_adapter else None,
+        "seed": seed, "rows": len(dataset), "store_batches": used, "batches_seen": seen, "new_batches": new,
+        "trajectories_used": len(trajs), "cumulative_interaction_hours": hours, "interaction_hours_new": new_hours,
+        "started_at": t0, "prepare_s": time.time() - t0,
+    }
+    atomic_write_json(work / SELECTION, selection)  # written last: its presence means "prepared"
+    return selection
+
+
+def fit_round(recipe: Recipe, run: RunDir, r: int) -> dict | None:
+    """Stage 4: train on the prepared dataset. Runs on every rank under torchrun/deepspeed; rank 0
+    writes the adapter (work dir adapter/) and fit.json. Resumes from the newest intra-round
+    checkpoint; a diverged round records why in rounds/round-XXXX.failed.json and raises
+    RoundFailed. Skipped when fitted already; None for a completed round."""
+    if run.manifest(r) is not None:
+        return None
+    work, env = run.work_dir(r), dist_env()
+    if (work / FIT_RESULT).exists():
+        return json.loads((work / FIT_RESULT).read_text())
+    sel = _selection(run, r)
+    quiet_libraries()
+    from datasets import load_from_disk
+
+    dataset = load_from_disk(str(work / DATASET))
+    lr = round_learning_rate(recipe, r)
+    metrics: dict[str, Any] = {"rows": len(dataset), "learning_rate": lr, "fit_s": 0.0, "gpus": 0}
     if len(dataset) > 0:
         import importlib
 
-        module = importlib.import_module(f"trainer.{method}")
-        result = module.train(base, parent_adapter, dataset, recipe.train, seed, run.work_dir(r), lr,
-                              deepspeed_config_path(recipe.train.deepspeed))
+        from transformers import set_seed
+
+        t0 = time.time()
+        set_seed(sel["seed"])  # a fresh LoRA's initial weights and any dropout draw from here
+        module = importlib.import_module(f"trainer.{sel['method']}")
+        parent_adapter = Path(sel["parent_adapter"]) if sel["parent_adapter"] else None
+        try:
+            reference = {"reference_adapter": Path(sel["reference_adapter"])} if sel.get("reference_adapter") else {}
+            result = module.train(Path(sel["base_model"]), parent_adapter, dataset, recipe.train, sel["seed"], work,
+                                  lr, deepspeed_config_path(recipe.train.deepspeed), **reference)
+        except TrainingDiverged as e:
+            if env.is_main:
+                record_failure(recipe, run, r, str(e), lr)
+                remove_checkpoints(work)  # they lead to the divergence; a rerun starts from the parent
+            raise RoundFailed(_failure_message(run, r, str(e))) from None
         model = result.pop("model")
-        metrics.update(result)
+        metrics.update({k: v for k, v in result.items() if _jsonable(v)})
+        metrics["fit_s"] = time.time() - t0
+        metrics["gpus"] = env.world_size if _gpus() else 0
+        if env.is_main:
+            keep_adapter(work, model, recipe.model.name_or_path)
+    if env.is_main:
+        atomic_write_json(work / FIT_RESULT, metrics)
+    return metrics
+
+
+def keep_adapter(work: Path, model, base_name: str) -> Path:
+    """The trained adapter as work_dir/adapter/: only the adapter files, and a config that names
+    the base as the recipe does (not this run directory's path), so the same round gives the same
+    bytes wherever it runs."""
+    src = work / FINAL_ADAPTER
+    if not (src / "adapter_model.safetensors").exists():  # a method that did not go through run_trainer
+        src = work / ".model.tmp"
+        model.save_pretrained(src)
+    tmp = work / f".{ADAPTER}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    for name in ADAPTER_FILES:
+        shutil.copyfile(src / name, tmp / name)
+    config = json.loads((tmp / "adapter_config.json").read_text())
+    config.update(base_model_name_or_path=base_name, revision=None)
+    (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    shutil.rmtree(work / ADAPTER, ignore_errors=True)
+    os.rename(tmp, work / ADAPTER)
+    return work / ADAPTER
+
+
+def record_failure(recipe: Recipe, run: RunDir, r: int, reason: str, lr: float) -> Path:
+    path = failure_path(run, r)
+    atomic_write_json(path, {"round": r, "parent": f"round-{r - 1:04d}", "reason": reason, "learning_rate": lr,
+                             "recipe_hash": recipe.hash(), "code_version": code_version(), "failed_at": time.time()})
+    return path
+
+
+def _failure_message(run: RunDir, r: int, reason: str) -> str:
+    return (f"round {r} stopped: {reason}. No checkpoint was written; round {r - 1} stays the current policy "
+            f"(recorded in {failure_path(run, r)})")
+
+
+def finalize_round(recipe: Recipe, run: RunDir, r: int) -> dict:
+    """Stage 5: rounds/round-XXXX/{adapter/, manifest.json}, written atomically; the work dir goes."""
+    done = run.manifest(r)
+    if done is not None:
+        return done
+    work = run.work_dir(r)
+    sel = _selection(run, r)
+    if not (work / FIT_RESULT).exists():
+        raise UserError(f"round {r} has not been trained ({work / FIT_RESULT} missing): run `--stage fit` first")
+    metrics = json.loads((work / FIT_RESULT).read_text())
+    parent = _parent(run, r)
+    adapter = work / ADAPTER if (work / ADAPTER).exists() else (
+        Path(sel["parent_adapter"]) if sel["parent_adapter"] else None)  # nothing new learnt: the parent's carries on
     manifest = {
-        "round": r, "parent": f"round-{r - 1:04d}", "base_model": str(base),
-        "adapter": "adapter" if (model is not None or parent_adapter is not None) else None,
-        "method": method, "store_batches": used, "batches_seen": seen, "new_batches": new,
-        "trajectories_used": len(trajs), "cumulative_interaction_hours": hours,
-        "interaction_hours_new": new_hours, "learning_rate": lr,
-        "gpu_hours": parent.get("gpu_hours", 0.0) + (time.time() - t0) / 3600.0 * _gpus(),
+        "round": r, "parent": sel["parent"], "base_model": sel["base_model"],
+        "adapter": ADAPTER if adapter is not None else None, "method": sel["method"],
+        "store_batches": sel["store_batches"], "batches_seen": sel["batches_seen"], "new_batches": sel["new_batches"],
+        "trajectories_used": sel["trajectories_used"],
+        "cumulative_interaction_hours": sel["cumulative_interaction_hours"],
+        "interaction_hours_new": sel["interaction_hours_new"], "learning_rate": metrics["learning_rate"],
+        "gpu_hours": parent.get("gpu_hours", 0.0) + metrics.get("fit_s", 0.0) / 3600.0 * metrics.get("gpus", 0),
         "tokens_trained": parent.get("tokens_trained", 0) + int(metrics.get("tokens_trained", 0)),
-        "recipe_hash": recipe.hash(), "code_version": code_version(), "seed": seed, "metrics": metrics,
+        "recipe_hash": recipe.hash(), "code_version": code_version(), "seed": sel["seed"], "metrics": metrics,
         "created_at": time.time(),
     }
 
     def fill(tmp: Path) -> None:
-        if model is not None:
-            model.save_pretrained(tmp / "adapter")
-        elif parent_adapter is not None:  # nothing new to learn from: the parent's adapter carries on
-            shutil.copytree(parent_adapter, tmp / "adapter")
-        manifest["wall_time_s"] = time.time() - t0
+        if adapter is not None:
+            shutil.copytree(adapter, tmp / ADAPTER)
+        manifest["wall_time_s"] = time.time() - sel["started_at"]
         manifest["checksums"] = dir_checksums(tmp)
         atomic_write_json(tmp / "manifest.json", manifest)
 
     write_dir_atomically(run.round_dir(r), fill)
-    shutil.rmtree(run.work_dir(r), ignore_errors=True)
+    shutil.rmtree(work, ignore_errors=True)
+    failure_path(run, r).unlink(missing_ok=True)
     return manifest
+
+
+def launch_fit(recipe: Recipe, run: RunDir, r: int, progress: bool = True) -> None:
+    """The fit stage on `train.nproc` local processes: `torchrun --nproc_per_node N -m trainer.cli
+    train <run's resolved recipe> --round r --stage fit`."""
+    resolved = run.root / RESOLVED_NAME
+    if not resolved.exists():
+        write_resolved(recipe, run.root)
+    n = recipe.train.nproc
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(n),
+           "-m", "trainer.cli", "train", str(resolved), "--round", str(r), "--stage", "fit"]
+    cmd += [] if progress else ["--quiet"]
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    rc = subprocess.run(cmd, env=env).returncode
+    if rc != 0:
+        failure = failure_path(run, r)
+        if failure.exists():
+            raise RoundFailed(_failure_message(run, r, json.loads(failure.read_text())["reason"]))
+        raise UserError(f"round {r}: the {n}-process fit stage exited with code {rc} (its output is above); "
+                        "rerun to resume from its last intra-round checkpoint")
+
+
+def train_round(recipe: Recipe, run: RunDir, r: int, progress: bool = True) -> dict:
+    """Run round r (prepare, fit, finalize); returns its manifest. A completed round is returned
+    as it is, never rerun; an interrupted one continues from where it stopped."""
+    done = run.manifest(r)
+    if done is not None:
+        return done
+    set_progress(progress)
+    prepare_round(recipe, run, r, progress)
+    if recipe.train.nproc > 1 and not dist_env().distributed:
+        launch_fit(recipe, run, r, progress)
+    else:
+        fit_round(recipe, run, r)
+    return finalize_round(recipe, run, r)
+
+
+def _jsonable(v: Any) -> bool:
+    try:
+        json.dumps(v)
+        return True
+    except (TypeError, ValueError):
+        return False
 
 
 def _gpus() -> int:
@@ -228,23 +444,51 @@ def _gpus() -> int:
 
 
 # ---- CLI -----------------------------------------------------------------------------------------
+def _next_round(run: RunDir) -> int:
+    done = run.completed_rounds()
+    if not done:
+        raise UserError(f"{run.root} has no round 0 yet: run `flywheel train RECIPE` (or --stage prepare) first")
+    return max(done) + 1
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="flywheel train", description="Run the next training round of an experiment.")
     ap.add_argument("recipe")
     ap.add_argument("overrides", nargs="*", help="key.sub=value recipe overrides")
     ap.add_argument("--round", type=int, default=None, help="round to run (default: the next one)")
+    ap.add_argument("--stage", choices=STAGES, default="all",
+                    help="prepare: collect+ingest+select+dataset; fit: train (every rank under torchrun); "
+                         "finalize: write the checkpoint; all: the three in turn")
     ap.add_argument("--fork", action="store_true", help="allow a changed recipe in an existing run directory")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
     recipe = load_recipe(args.recipe, args.overrides)
     run = RunDir(recipe.run_path())
+    env = dist_env()
+    set_progress(not args.quiet)
+    if args.round is not None and args.round < 1:
+        raise UserError("--round must be >= 1 (round 0 is the base model)")
+    if env.distributed and args.stage != "fit":
+        raise UserError(f"under a distributed launch (WORLD_SIZE={env.world_size}) only `--stage fit` runs on every "
+                        "rank; run prepare and finalize once, outside the launcher")
+    if args.stage == "fit":  # no lock: the job that prepared the round holds the run, and every rank gets here
+        r = args.round if args.round is not None else _next_round(run)
+        fit_round(recipe, run, r)
+        if env.is_main:
+            print(json.dumps({"round": r, "stage": "fit", "work_dir": str(run.work_dir(r))}))
+        return 0
     with run.lock("train"):
         write_resolved(recipe, run.root, fork=args.fork)
         ensure_round0(recipe, run)
-        r = args.round if args.round is not None else max(run.completed_rounds()) + 1
-        if r < 1:
-            raise UserError("--round must be >= 1 (round 0 is the base model)")
-        m = train_round(recipe, run, r)
+        r = args.round if args.round is not None else _next_round(run)
+        if args.stage == "prepare":
+            sel = prepare_round(recipe, run, r, progress=not args.quiet)
+            print(json.dumps({"round": r, "stage": "prepare", "work_dir": str(run.work_dir(r)),
+                              "rows": sel["rows"] if sel else None, "completed": sel is None}))
+            return 0
+        m = finalize_round(recipe, run, r) if args.stage == "finalize" else \
+            train_round(recipe, run, r, progress=not args.quiet)
     print(json.dumps({"round": r, "checkpoint": str(run.round_dir(r)),
                       "cumulative_interaction_hours": m["cumulative_interaction_hours"],
-                      "trajectories_used": m["trajectories_used"]}))
+                      "trajectories_used": m["trajectories_used"], "tokens_trained": m["tokens_trained"]}))
     return 0
