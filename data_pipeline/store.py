@@ -14,6 +14,7 @@ committed batch it does not cover yet is folded in when the store is next writte
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -221,6 +222,20 @@ class _HashIndex:
         self.covered.add(batch_id)
 
 
+# write failures a user fixes by freeing space or fixing rights (anything else is a bug: traceback)
+_STORAGE_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exhausted",
+                   errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
+                   errno.EPERM: "permission denied"}
+
+
+def os_error_message(e: OSError, store_root: Path) -> str:
+    """One line a user can act on for a failed write: the path and whether the disk is full."""
+    where = e.filename or store_root
+    why = _STORAGE_ERRNOS.get(e.errno, e.strerror or str(e))
+    return (f"ingest stopped at {where}: {why}; the experience store {store_root} keeps its last committed batch "
+            f"(free space or fix permissions, then rerun: nothing is ingested twice)")
+
+
 def _hash_key(hexdigest: str) -> bytes:
     return bytes.fromhex(hexdigest)[:_HASH_BYTES]
 
@@ -372,14 +387,30 @@ class ExperienceStore:
         """Read trajectory logs (files or folders) into one new batch. Appends only; records already
         stored (same content hash) count as duplicates; unusable records go to quarantine."""
         plan = sources.plan(paths, fmt)  # raises IngestError on missing paths / unknown format
-        with self._lock():
-            self._clean_leftovers()
-            index = self._index()
-            spec = self._merge_heldout(heldout)
-            return _Ingest(self, index, spec, redact, tag).run(plan)
+        try:
+            with self._lock():
+                try:
+                    self._clean_leftovers()
+                    index = self._index()
+                    spec = self._merge_heldout(heldout)
+                    return _Ingest(self, index, spec, redact, tag).run(plan)
+                except OSError as e:
+                    if e.errno in _STORAGE_ERRNOS:
+                        self._clean_leftovers(quiet=True)  # give back the space of the half-written batch
+                    raise
+        except OSError as e:  # disk full, read-only, permissions: the store keeps its last commit
+            if e.errno not in _STORAGE_ERRNOS:
+                raise
+            raise IngestError(os_error_message(e, self.root)) from None
 
-    def _clean_leftovers(self) -> None:
-        for p in (self.root / "batches").iterdir():
+    def _clean_leftovers(self, quiet: bool = False) -> None:
+        try:
+            entries = list((self.root / "batches").iterdir())
+        except OSError:
+            if quiet:
+                return
+            raise
+        for p in entries:
             if p.name.startswith(".tmp-") or (p.name.startswith("batch-") and not (p / "manifest.json").exists()):
                 shutil.rmtree(p, ignore_errors=True)
 

@@ -6,6 +6,7 @@ the packages' own error types listed in `_USER_ERRORS`, and printed as one clear
 traceback."""
 from __future__ import annotations
 
+import errno
 import importlib
 import sys
 
@@ -25,6 +26,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "study": ("trainer.study:main", "Run the experience study (accumulate / latest / retry / reset arms)"),
     "verify": ("trainer.verify:main", "Verify checksums of a run directory's store and checkpoints"),
 }
+
+
+# errno -> what the user is told when a write fails for lack of room or rights
+_STORAGE_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exhausted",
+                   errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied"}
 
 
 class UserError(Exception):
@@ -74,6 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"flywheel {name}: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # disk full / read-only / no permission: name the path, no traceback
+        if e.errno not in _STORAGE_ERRNOS:
+            raise
+        print(f"flywheel {name}: error: cannot write {e.filename or '(unknown path)'}: {_STORAGE_ERRNOS[e.errno]} "
+              f"({e.strerror}); completed rounds and committed batches are intact, rerun to resume", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
