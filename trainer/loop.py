@@ -9,11 +9,11 @@ report is rewritten. Every stage is resumable: rerunning the command continues w
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 from eval.config import EvalConfig
+from trainer import tracking
 from trainer.recipe import Recipe, load_recipe, write_resolved
 from trainer.round import checkpoint_paths, ensure_round0, train_round
 from trainer.rundir import RunDir
@@ -55,13 +55,20 @@ def run_experiment(recipe: Recipe, fork: bool = False, progress: bool = True) ->
     with run.lock("run"):
         write_resolved(recipe, run.root, fork=fork)
         ensure_round0(recipe, run)
-        _log(run, 0, evaluate_round(recipe, run, 0, progress=progress), time.time())
+        with tracking.stage(recipe, run, "eval", 0):  # W&B run per (experiment, job, round) + local record
+            summary = evaluate_round(recipe, run, 0, progress=progress)
+        _log(run, 0, summary, time.time())
         refresh_curve_and_report(recipe, run)
+        tracking.log_curve(recipe, run, 0)
         for r in range(1, recipe.train.rounds + 1):
             t0 = time.time()
-            train_round(recipe, run, r, progress=progress)
-            _log(run, r, evaluate_round(recipe, run, r, progress=progress), t0)
+            with tracking.stage(recipe, run, "train", r):
+                train_round(recipe, run, r, progress=progress)
+            with tracking.stage(recipe, run, "eval", r):
+                summary = evaluate_round(recipe, run, r, progress=progress)
+            _log(run, r, summary, t0)
             refresh_curve_and_report(recipe, run)
+            tracking.log_curve(recipe, run, r)
     return run
 
 
@@ -71,12 +78,7 @@ def _log(run: RunDir, r: int, summary: dict, t0: float) -> None:
             f"{m.get('trajectories_used', 0)} trajectories -> held-out success {summary['success_rate']:.3f} "
             f"[{summary['ci95'][0]:.3f}, {summary['ci95'][1]:.3f}] on {summary['episodes']} episodes "
             f"({time.time() - t0:.0f}s)")
-    print(line, flush=True)
-    run.tracking.mkdir(parents=True, exist_ok=True)
-    with open(run.tracking / "metrics.jsonl", "a") as f:
-        f.write(json.dumps({"round": r, "hours": m["cumulative_interaction_hours"],
-                            "success_rate": summary["success_rate"], "ci95": summary["ci95"],
-                            "mean_score": summary["mean_score"], "time": time.time()}) + "\n")
+    print(line, flush=True)  # the record of tracking/metrics.jsonl is written by tracking.stage
 
 
 def main(argv: list[str]) -> int:
