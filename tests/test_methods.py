@@ -201,3 +201,24 @@ def test_round_manifest_lists_exactly_the_batches_used(world, tmp_path, method):
     assert m["trajectories_used"] == batch.count - 1
     assert (run.round_dir(1) / "adapter" / "adapter_model.safetensors").exists()
     assert m["metrics"]["steps"] == 2
+
+
+@pytest.mark.slow  # two rounds: ~16 s of CPU, over 30 s of wall time on 2 busy cores
+def test_merge_mode_round_trains_a_fresh_adapter_on_the_merged_base(world, tmp_path):
+    from trainer.recipe import load_recipe
+    from trainer.round import ensure_round0, open_store, train_round
+    from trainer.rundir import RunDir
+
+    recipe = load_recipe(Path(__file__).parent.parent / "recipes" / "quickstart.yaml", [
+        "train.method=kto", "train.adapter=merge", "collect.suites=[]", f"run_dir={tmp_path / 'run'}",
+        "train.max_steps=1", "train.batch_size=4", "train.max_length=256", "train.lora.r=4", "train.lora.alpha=8"])
+    run = RunDir(recipe.run_path())
+    r0 = ensure_round0(recipe, run)
+    open_store(recipe, run).ingest([world["episodes"]], fmt="flywheel", tag="logs")
+    m1 = train_round(recipe, run, 1, progress=False)
+    assert m1["base_model"] == r0["base_model"]  # round 0 has no adapter to merge
+    m2 = train_round(recipe, run, 2, progress=False)
+    merged = Path(m2["base_model"])
+    assert merged == run.root / "bases" / "round-0002" and (merged / "config.json").exists()
+    assert m2["adapter"] == "adapter"
+    assert sha256(Path(r0["base_model"]) / "model.safetensors") != sha256(merged / "model.safetensors")
