@@ -5,7 +5,9 @@ child=""
 warned=0
 terminated=0
 stamp() { echo "[$(date -u +%Y-%m-%dT%H:%M:%SZ)] $*"; }
-slurm_id() { echo "${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}}${SLURM_ARRAY_JOB_ID:-$SLURM_JOB_ID}"; }
+slurm_id() {  # ARRAYJOB_TASK for an array element (what scontrol requeue and the log name use), else the job id
+    if [ -n "${SLURM_ARRAY_JOB_ID:-}" ]; then echo "${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"; else echo "${SLURM_JOB_ID:-local}"; fi
+}
 log_file() { echo "$SLURM_DIR/logs/$JOB-$(slurm_id).out"; }
 set_status() {  # STATE REASON
     local tmp="$SLURM_DIR/status/.$JOB.json.$$"

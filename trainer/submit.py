@@ -190,7 +190,7 @@ def _fit_command(ctx: Context) -> str:
 
 def _train_steps(ctx: Context) -> str:
     if not ctx.caps.train_stages:  # a build without `--stage`: the whole round in one process tree
-        return ('stamp "round $ROUND (one command: this build of flywheel train has no --stage)"\n'
+        return ('stamp "round $ROUND in one command (this build of flywheel train is not split in stages)"\n'
                 'run_step "${FLYWHEEL[@]}" train "$RECIPE" --round "$ROUND" || exit $?')
     return "\n".join([
         'export PY NNODES NPROC_PER_NODE HEAD_NODE RDZV_PORT RECIPE ROUND',
@@ -379,6 +379,7 @@ JOB_LIB = "job-lib.sh"
 
 def write_scripts(ctx: Context, decisions: list[Decision]) -> dict[str, Path]:
     """RUN_DIR/slurm/<stage>.sbatch for every stage to submit, and the job library they source."""
+    (ctx.slurm_dir / "logs").mkdir(parents=True, exist_ok=True)  # Slurm opens --output before the script runs
     atomic_write_text(ctx.slurm_dir / JOB_LIB, (TEMPLATES / JOB_LIB).read_text())
     scripts = {}
     for d in decisions:
@@ -492,15 +493,20 @@ def _missing_shards(ctx: Context, r: int) -> list[dict]:
     return out
 
 
-def merge_shards(ctx: Context, run: RunDir, r: int) -> None:
-    """Round r's shard results -> eval/summary.json (the evaluator's own merge), noting missing shards."""
+def merge_shards(ctx: Context, run: RunDir, r: int) -> str:
+    """Round r's shard results -> eval/summary.json (the evaluator's own merge). Returns what happened;
+    a round whose shards all failed stays unevaluated (the curve leaves it out), the chain goes on."""
     if run.eval_summary(r) is not None:
-        return
+        return "summary present"
+    shard_dir = run.round_dir(r) / "eval" / "shards"
+    if not shard_dir.is_dir() or not any(shard_dir.glob("*.json")):
+        return "no shard results: round left unevaluated"
     try:
         from eval.evaluator import merge_shards as merge
     except ImportError:
-        raise UserError(f"round {r}: no eval/summary.json and this build cannot merge eval shards") from None
+        raise UserError(f"round {r}: {shard_dir} holds shard results but this build cannot merge them") from None
     merge(run.round_dir(r) / "eval")
+    return "merged"
 
 
 def refit(recipe_path: str, r: int) -> dict:
@@ -510,12 +516,12 @@ def refit(recipe_path: str, r: int) -> dict:
     recipe = load_recipe(recipe_path)
     ctx = make_context(recipe, caps=Capabilities())
     run = RunDir(ctx.run_dir)
-    merge_shards(ctx, run, r)
+    merged = merge_shards(ctx, run, r)
     missing = _missing_shards(ctx, r)
-    if missing:
+    if missing:  # recorded next to the checkpoint, so the report's reader sees the gap
         atomic_write_json(run.round_dir(r) / "eval" / "missing_shards.json", missing)
     refresh_curve_and_report(recipe, run)
-    return {"round": r, "summary": str(run.round_dir(r) / "eval" / "summary.json"), "missing_shards": missing}
+    return {"round": r, "eval": merged, "missing_shards": missing}
 
 
 def eval_whole(recipe_path: str, r: int) -> dict:
