@@ -211,15 +211,15 @@ def write_sync_note(recipe: Recipe, run: RunDir) -> Path:
     wandb_dir = (run.tracking / "wandb").resolve()
     entity = f" --entity {cfg.entity}" if cfg.entity else ""
     text = (f"# Offline W&B runs of `{recipe.experiment}`\n\n"
-            f"This experiment logged to Weights & Biases offline (tracking.wandb.mode = {cfg.mode}, "
-            "and no WANDB_API_KEY or WANDB_MODE=offline). The runs are in\n\n"
+            f"This experiment logged to Weights & Biases offline (recipe: tracking.wandb.mode = {cfg.mode}; "
+            "`auto` logs offline when no WANDB_API_KEY is set or WANDB_MODE=offline). The runs are in\n\n"
             f"    {wandb_dir}/offline-run-*\n\n"
             "Upload them from a machine that reaches the W&B server (log in first with `wandb login`, "
             "or export your API key in that shell only):\n\n"
             f"    wandb sync --project {cfg.project}{entity} {wandb_dir}/offline-run-*\n\n"
-            "A stage that was rerun after a preemption has several offline folders with the same run id; "
-            "`wandb sync` uploads them into that one W&B run. Rerunning the sync skips folders already "
-            "uploaded. The same numbers are kept locally in tracking/metrics.jsonl; "
+            "A stage rerun after a preemption leaves one folder per attempt, all with the same run id, so "
+            "they land in the same W&B run. Rerunning the sync skips folders already uploaded. "
+            "The same numbers are kept locally in tracking/metrics.jsonl; "
             "`flywheel compare RUN_DIR...` compares runs without W&B.\n")
     path = run.tracking / "SYNC.md"
     atomic_write_text(path, text)
