@@ -308,3 +308,17 @@ def test_no_secret_reaches_the_run_directory_or_wandb_files(tmp_path, monkeypatc
             assert planted.encode() not in data, f"{p} contains a planted secret"
     config = offline_runs(run.root)[tracking.wandb_run_id("tracktest", "train", 1, tracking.run_key(run))][0]["config"]
     assert "WANDB_API_KEY" not in json.dumps(config) and "FLYWHEEL_TEST_SECRET" not in json.dumps(config)
+
+
+def test_track_command_logs_a_run_directory_with_its_own_recipe(tmp_path, monkeypatch, capsys):
+    from trainer.cli import main as flywheel
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    recipe, run = make_run(tmp_path, rounds=1)
+    assert flywheel(["track", str(run.root)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"eval round 0: W&B run {tracking.wandb_run_id('tracktest', 'eval', 0, tracking.run_key(run))} (offline)"
+    assert len(out) == 4
+    assert flywheel(["track", str(run.root)]) == 0 and capsys.readouterr().out == ""
+    assert flywheel(["track", str(tmp_path / "nowhere")]) == 2
+    assert "no recipe.resolved.yaml" in capsys.readouterr().err

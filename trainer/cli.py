@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("eval.serve:main", "Serve a checkpoint as an OpenAI-compatible chat-completions endpoint"),
     "curve": ("eval.cli:curve_main", "Fit the improvement curve of one or more runs"),
     "compare": ("trainer.compare:main", "Compare runs: table and overlay plot, no server needed"),
+    "track": ("trainer.tracking:main", "Log a run's finished stages not logged yet (e.g. separate eval jobs) to W&B and tracking/"),
     "recipe": ("trainer.recipe_cli:main", "Show a resolved recipe or check recipe files"),
     "submit": ("trainer.submit:main", "Render and submit the Slurm job chain of an experiment"),
     "study": ("trainer.study:main", "Run the experience study (accumulate / latest / retry / reset arms)"),

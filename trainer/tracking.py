@@ -488,9 +488,15 @@ def main(argv: list[str]) -> int:
 
     from trainer.recipe import RESOLVED_NAME, load_recipe
 
-    ap = argparse.ArgumentParser(prog="flywheel track", description=main.__doc__.split(":", 1)[1].strip())
+    ap = argparse.ArgumentParser(prog="flywheel track", description=(
+        "Log every finished stage of a run directory that is not logged yet (trainings, evaluations run as "
+        "their own jobs, the latest curve) to W&B and tracking/metrics.jsonl, with the run's own recipe."))
     ap.add_argument("run_dir", type=Path)
     args = ap.parse_args(argv)
+    if not (args.run_dir / RESOLVED_NAME).is_file():
+        from trainer.cli import UserError
+
+        raise UserError(f"{args.run_dir}: no {RESOLVED_NAME} (is this a flywheel run directory?)")
     recipe = load_recipe(args.run_dir / RESOLVED_NAME, [])
     run = RunDir(args.run_dir)
     for rec in log_pending(recipe, run):
