@@ -69,7 +69,7 @@ def quiet_libraries() -> None:
     datasets.disable_progress_bars()
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
-    for module in ("transformers", "trl", "peft", "accelerate"):
+    for module in ("transformers", "trl", "peft", "accelerate", "torch", "deepspeed"):
         warnings.filterwarnings("ignore", category=FutureWarning, module=module)
         warnings.filterwarnings("ignore", category=UserWarning, module=module)
 
@@ -265,7 +265,8 @@ def run_trainer(trainer, work_dir: Path, grad_norm_limit: float = math.inf) -> d
 
     preempt = preempt_callback()
     trainer.add_callback(preempt)
-    result = trainer.train(resume_from_checkpoint=newest_checkpoint(work_dir))
+    resume = newest_checkpoint(work_dir)
+    result = trainer.train(resume_from_checkpoint=resume)
     raise_if_preempted(preempt)  # a preempted round must not be saved as complete
     final = Path(work_dir) / FINAL_ADAPTER
     trainer.save_model(str(final))
@@ -279,4 +280,5 @@ def run_trainer(trainer, work_dir: Path, grad_norm_limit: float = math.inf) -> d
         "tokens_trained": max((int(h["tokens_trained"]) for h in trainer.state.log_history
                                if "tokens_trained" in h), default=0),
         "train_runtime_s": float(result.metrics.get("train_runtime", 0.0)),
+        "resumed_from_step": int(Path(resume).name.split("-")[-1]) if resume else 0,
     }
