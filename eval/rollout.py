@@ -4,6 +4,13 @@ whole batch, and every episode is returned as a canonical `Trajectory`.
 A policy is anything with `act(conversations, valid_actions, rngs) -> list[action]`: the chat so
 far of each active episode, the environment's valid actions (None = free text), and one
 `numpy.random.Generator` per episode so that sampling does not depend on batch composition.
+
+Tool-call environments (`Env.tools` set, e.g. the lookup suite) list their valid actions as JSON
+strings of calls. Each conversation is a `Conversation` (a list of chat messages) whose `tools`
+attribute holds the environment's tool schemas, so a model policy renders them into its prompt
+and scores each listed call as the chat template renders a tool call. A chosen string that parses
+as a call of one of those tools (`tool_call_of`) is logged as what it is: an assistant message with
+`tool_calls`, then a `tool` message with the result. The SFT builder then trains on real tool calls.
 """
 from __future__ import annotations
 
@@ -17,6 +24,26 @@ from tqdm.auto import tqdm
 
 from data_pipeline.schema import Message, Outcome, ToolCall, Trajectory
 from eval.envs.base import Action, Suite
+from eval.envs.lookup import parse_action as parse_tool_call
+
+
+class Conversation(list):
+    """The chat so far of one episode (OpenAI-style message dicts), with the tool schemas of its
+    environment (None when actions are plain text)."""
+
+    def __init__(self, messages=(), tools: list[dict[str, Any]] | None = None):
+        super().__init__(messages)
+        self.tools = tools
+
+
+def tool_call_of(action: Action, tools: list[dict[str, Any]] | None) -> dict[str, Any] | None:
+    """The tool call an action stands for ({"name", "arguments"}), or None when it is plain text:
+    a dict or JSON string naming one of `tools`."""
+    if not tools:
+        return None
+    call = parse_tool_call(action)
+    names = {t.get("function", t).get("name") for t in tools}
+    return call if call is not None and call["name"] in names else None
 
 
 class Policy(Protocol):
@@ -45,6 +72,13 @@ def _action_message(action: Action, step: int) -> dict[str, Any]:
     return {"role": "assistant", "content": action}
 
 
+def _as_tool_call(action: Action, tools: list[dict[str, Any]] | None) -> Action:
+    """A listed JSON string of a call becomes the call itself; anything else stays as it is."""
+    if isinstance(action, str):
+        return tool_call_of(action, tools) or action
+    return action
+
+
 def run_episodes(suite: Suite, difficulty: int, seeds: Sequence[int], policy: Policy, *,
                  batch_size: int = 64, rng_seed: int = 0, desc: str = "episodes",
                  progress: bool = True) -> list[Trajectory]:
@@ -63,9 +97,10 @@ def _run_batch(suite: Suite, difficulty: int, seeds: list[int], policy: Policy, 
                index0: int) -> list[Trajectory]:
     envs = [suite.make_env(difficulty) for _ in seeds]
     rngs = [np.random.default_rng([rng_seed, seed]) for seed in seeds]
-    convs: list[list[dict[str, Any]]] = []
+    convs: list[Conversation] = []
     for env, seed in zip(envs, seeds):
-        conv = [{"role": "system", "content": env.system_prompt}] if env.system_prompt else []
+        conv = Conversation([{"role": "system", "content": env.system_prompt}] if env.system_prompt else [],
+                            tools=env.tools)
         conv.append({"role": "user", "content": env.reset(seed)})
         convs.append(conv)
     steps_meta: list[list[tuple[float, float]]] = [[] for _ in seeds]  # (reward, duration_s) per action
@@ -77,6 +112,7 @@ def _run_batch(suite: Suite, difficulty: int, seeds: list[int], policy: Policy, 
                              [rngs[i] for i in active])
         still = []
         for i, action in zip(active, actions):
+            action = _as_tool_call(action, envs[i].tools)
             res = envs[i].step(action)
             convs[i].append(_action_message(action, step))
             steps_meta[i].append((res.reward, res.duration_s))
