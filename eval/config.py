@@ -28,6 +28,10 @@ class CollectConfig(Section):
         description="Training-task suites the current policy acts on each round (episodes = per round)",
     )
     policy: PolicyConfig = Field(default_factory=PolicyConfig, description="Acting policy during collection")
+    hours_per_round: float | None = Field(
+        None, gt=0, description="Interaction budget of a round (hours): episodes run in seed order until it is spent, "
+        "each suite's share in proportion to its episodes, which cap it; later episodes are discarded unseen"
+    )
 
 
 class EvalConfig(Section):

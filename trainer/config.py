@@ -40,6 +40,9 @@ class TrainConfig(Section):
     adapter: Literal["continue", "merge", "reset"] = Field(
         "continue", description="Per round: continue the same adapter, merge it into the base and start fresh, or reset to the base"
     )
+    update_weights: bool = Field(
+        True, description="False: rounds collect and ingest experience but never train, so every checkpoint is the base (the study's retry control)"
+    )
     reference: Literal["previous", "base"] = Field("previous", description="KTO/DPO/GRPO reference policy: previous round or original base")
     learning_rate: float = Field(1e-3, gt=0, description="Peak learning rate")
     lr_scheduler: str = Field("constant", description="transformers scheduler name (constant, cosine, linear, ...)")
@@ -96,8 +99,15 @@ class SlurmConfig(Section):
 class ArmConfig(Section):
     name: str = Field(..., description="Arm name")
     kind: Literal["accumulate", "latest", "retry", "reset"] = Field(..., description="Study arm kind")
+    overrides: list[str] = Field(default_factory=list, description="Extra key=value recipe overrides of this arm (applied after its kind's)")
 
 
 class StudyConfig(Section):
     arms: list[ArmConfig] = Field(default_factory=list, description="Arms of the experience study")
     seeds: list[int] = Field(default_factory=lambda: [0], description="Seeds per arm")
+    forgetting_episodes: int = Field(
+        50, ge=0, description="Forgetting check: the first N of round 1's training tasks, re-evaluated on every checkpoint (0 = off)"
+    )
+    budget_tolerance: float = Field(
+        0.05, gt=0, lt=1, description="Arms' interaction hours may differ by at most this share per round (the report flags more)"
+    )
