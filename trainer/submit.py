@@ -494,18 +494,18 @@ def _missing_shards(ctx: Context, r: int) -> list[dict]:
 
 
 def merge_shards(ctx: Context, run: RunDir, r: int) -> str:
-    """Round r's shard results -> eval/summary.json (the evaluator's own merge). Returns what happened;
-    a round whose shards all failed stays unevaluated (the curve leaves it out), the chain goes on."""
+    """Round r's shard results -> eval/summary.json. The last shard to finish merges them itself;
+    this covers shards that finished together (each saw the other missing). A round with a missing
+    shard stays unevaluated (the curve leaves it out) and the chain goes on."""
     if run.eval_summary(r) is not None:
         return "summary present"
-    shard_dir = run.round_dir(r) / "eval" / "shards"
-    if not shard_dir.is_dir() or not any(shard_dir.glob("*.json")):
-        return "no shard results: round left unevaluated"
-    try:
-        from eval.evaluator import merge_shards as merge
-    except ImportError:
-        raise UserError(f"round {r}: {shard_dir} holds shard results but this build cannot merge them") from None
-    merge(run.round_dir(r) / "eval")
+    from eval.evaluator import merge_shards as merge, missing_shards
+
+    n, out = ctx.recipe.slurm.eval_shards, run.round_dir(r) / "eval"
+    absent = missing_shards(out, n)
+    if absent:
+        return f"shards {absent} of {n} missing: round {r} left unevaluated"
+    merge(out, n)
     return "merged"
 
 
