@@ -208,7 +208,7 @@ def _write_outputs(folder: Path, rows, episodes, summary) -> None:
     """results.jsonl, episodes.jsonl (trajectories or already-serialized lines), summary.json last."""
     with open(folder / "results.jsonl.tmp", "w") as f:
         for r in rows:
-            f.write(json.dumps(r) + "\n")
+            f.write(json.dumps(r, sort_keys=True) + "\n")
     with open(folder / "episodes.jsonl.tmp", "w", encoding="utf-8") as f:
         for e in episodes:
             f.write((e if isinstance(e, str) else json.dumps(e.to_dict(), ensure_ascii=False)) + "\n")
