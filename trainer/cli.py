@@ -90,4 +90,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m trainer.cli`: dispatch through the imported module, so that the UserError the
+    # commands raise (trainer.cli.UserError) is the one caught above, not __main__.UserError
+    sys.exit(importlib.import_module("trainer.cli").main())

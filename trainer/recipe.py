@@ -279,7 +279,10 @@ def read_recipe_file(path: Path) -> tuple[dict, _Source]:
     except (OSError, UnicodeDecodeError) as e:
         raise RecipeError(f"{path}: cannot read recipe file: {e}") from None
     src = _Source(label=str(path))
-    loader = _RecipeLoader(text)
+    try:
+        loader = _RecipeLoader(text)
+    except yaml.YAMLError as e:  # the reader refuses control characters before parsing starts
+        raise RecipeError(_yaml_problem(path, text, e)) from None
     try:
         node = loader.get_single_node()
         if node is not None:

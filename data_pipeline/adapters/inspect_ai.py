@@ -6,6 +6,7 @@ from the first model event that lists them."""
 from __future__ import annotations
 
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -85,7 +86,7 @@ def sample(s: Any, path: Path, loc: str, header: dict[str, Any]) -> dict[str, An
 def _read_zip(path: Path) -> Iterator[Record]:
     try:
         z = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as e:
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError, ValueError) as e:
         yield bad("file", "<file>", f"not a readable .eval zip: {e}")
         return
     with z:
@@ -93,7 +94,7 @@ def _read_zip(path: Path) -> Iterator[Record]:
         if "header.json" not in names:
             yield bad("file", "header.json", "an .eval log needs header.json")
             return
-        header = parse_json_bytes("header.json", z.read("header.json"))
+        header = _member(z, "header.json")
         if isinstance(header, Record):
             yield header
             return
@@ -101,8 +102,17 @@ def _read_zip(path: Path) -> Iterator[Record]:
             if z.getinfo(name).file_size > MAX_RECORD_BYTES:
                 yield bad(name, "<record>", f"sample is over the {MAX_RECORD_BYTES >> 20} MiB limit")
                 continue
-            s = parse_json_bytes(name, z.read(name))
+            s = _member(z, name)
             yield s if isinstance(s, Record) else mapped(name, sample, s, path, name, header)
+
+
+def _member(z: zipfile.ZipFile, name: str) -> Any:
+    """One member parsed as JSON; a Record naming the member when the zip entry is damaged."""
+    try:
+        raw = z.read(name)
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError, ValueError) as e:
+        return bad(name, "<file>", f"damaged .eval zip entry: {e}")
+    return parse_json_bytes(name, raw)
 
 
 def read(path: Path) -> Iterator[Record]:
