@@ -1,0 +1,93 @@
+"""HFPolicy: cached incremental scoring equals a plain forward pass; tool-call suites log real tool
+calls that the SFT builder trains on."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from data_pipeline.builders import build_sft
+from eval.policy import HFPolicy, load_checkpoint
+from eval.rollout import Conversation, RandomPolicy, _action_message, _as_tool_call, run_episodes
+from eval.suites import get_suite
+
+
+@pytest.fixture(scope="module")
+def model_and_tokenizer(tmp_path_factory):
+    from trainer.tiny import materialize_tiny
+
+    return load_checkpoint(materialize_tiny(tmp_path_factory.mktemp("m") / "tiny", init_std=0.1))
+
+
+def _reference_logprob(model, tokenizer, conv, action: str) -> float:
+    """log p(action turn | chat) from one uncached forward pass over the whole text."""
+    pol = HFPolicy(model, tokenizer)
+    prompt = pol._prompt_ids(conv)
+    full = prompt + pol._continuation_ids(conv, prompt, action)
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([full])).logits[0].float()
+    lp = torch.log_softmax(logits, -1)
+    return float(sum(lp[t - 1, full[t]] for t in range(len(prompt), len(full))))
+
+
+@pytest.mark.parametrize("suite_name", ["maze", "lookup"])
+def test_cached_batched_scores_equal_a_plain_forward_pass(model_and_tokenizer, suite_name):
+    model, tok = model_and_tokenizer
+    suite = get_suite(suite_name)
+    envs = [suite.make_env(suite.default_difficulty) for _ in range(4)]
+    convs = []
+    for env, seed in zip(envs, suite.heldout_seeds(4)):
+        conv = Conversation([{"role": "system", "content": env.system_prompt}], tools=env.tools)
+        conv.append({"role": "user", "content": env.reset(seed)})
+        convs.append(conv)
+    policy, rng = HFPolicy(model, tok), np.random.default_rng(0)
+    for step in range(3):  # later steps reuse each episode's cache
+        valid = [env.valid_actions() for env in envs]
+        scores = policy.action_logprobs(convs, valid)
+        for conv, acts, got in zip(convs, valid, scores):
+            want = [_reference_logprob(model, tok, conv, a) for a in acts[:3]]
+            np.testing.assert_allclose(got[:3], want, atol=2e-4)
+        for env, conv, acts in zip(envs, convs, valid):
+            action = _as_tool_call(acts[int(rng.integers(len(acts)))], env.tools)
+            res = env.step(action)
+            conv.append(_action_message(action, step))
+            conv.append({"role": "tool", "content": res.observation, "tool_call_id": f"call_{step}",
+                         "name": action["name"]} if isinstance(action, dict) else {"role": "user", "content": res.observation})
+
+
+def test_tool_call_actions_are_scored_as_rendered_tool_calls(model_and_tokenizer):
+    model, tok = model_and_tokenizer
+    env = get_suite("lookup").make_env(1)
+    conv = Conversation([{"role": "user", "content": env.reset(1)}], tools=env.tools)
+    policy = HFPolicy(model, tok)
+    prompt = policy._prompt_ids(conv)
+    assert "<|tools|>" in tok.decode(prompt)
+    text = tok.decode(policy._continuation_ids(conv, prompt, env.valid_actions()[0]))
+    assert text.startswith("<|tool_call|>{\"name\": \"lookup\"") and text.endswith("<|/tool_call|><|end|>")
+
+
+def test_lookup_episodes_log_tool_calls_that_sft_trains_on(model_and_tokenizer):
+    model, tok = model_and_tokenizer
+    suite = get_suite("lookup")
+    for policy in (RandomPolicy(), HFPolicy(model, tok)):
+        trajs = run_episodes(suite, 1, suite.train_seeds(6), policy, rng_seed=1, progress=False)
+        for t in trajs:
+            for m, nxt in zip(t.messages, t.messages[1:]):
+                if m.role == "assistant":
+                    assert len(m.tool_calls) == 1 and m.content == ""
+                    assert nxt.role == "tool" and nxt.tool_call_id == m.tool_calls[0].id
+    ds = build_sft(trajs, success_only=False)
+    row = ds[0]
+    assert row["tools"] and any(m["tool_calls"] for m in row["messages"] if m["role"] == "assistant")
+    rendered = tok.apply_chat_template(row["messages"], tools=row["tools"], tokenize=False)
+    assert "<|tool_call|>" in rendered and "<|tool|>" in rendered
+
+
+def test_episode_caches_are_released_when_episodes_end(model_and_tokenizer):
+    model, tok = model_and_tokenizer
+    policy = HFPolicy(model, tok, forward_batch=3)
+    suite = get_suite("maze")
+    a = run_episodes(suite, 2, suite.heldout_seeds(7), policy, batch_size=7, rng_seed=5, progress=False)
+    assert policy._groups == [] or all(len(g.conversations) <= 3 for g in policy._groups)
+    b = run_episodes(suite, 2, suite.heldout_seeds(7), HFPolicy(model, tok), batch_size=2, rng_seed=5, progress=False)
+    assert [t.score for t in a] == [t.score for t in b]
