@@ -362,7 +362,9 @@ def trial(stage: Stage, template: Path, work: Path, kill_at: float | None, basel
     return outcome
 
 
-def run_stage(name: str, kills: int, seed: int, tmp: Path, keep_failed: bool = False) -> StageReport:
+def run_stage(name: str, kills: int, seed: int, tmp: Path, keep_failed: bool = False,
+              jobs: int | None = None) -> StageReport:
+    jobs = JOBS if jobs is None else jobs
     stage = STAGES[name]
     report = StageReport(name)
     template = tmp / f"{name}-template"
@@ -375,14 +377,30 @@ def run_stage(name: str, kills: int, seed: int, tmp: Path, keep_failed: bool = F
     if not baseline:
         return report
     rng = random.Random(f"{seed}-{name}")
-    for i in range(kills):
-        kill_at = rng.uniform(0.0, report.duration_s)
+    kill_times = [rng.uniform(0.0, report.duration_s) for _ in range(kills)]
+
+    def one(i: int) -> None:
         work = tmp / f"{name}-kill-{i:02d}"
-        failures_before = len(report.failures)
-        trial(stage, template, work, kill_at, baseline, report)
-        if not keep_failed or len(report.failures) == failures_before:
+        own = StageReport(name)
+        trial(stage, template, work, kill_times[i], baseline, own)
+        with _merge_lock:
+            for k in ("kills_tried", "finished_before_kill", "recoveries_verified", "records_lost",
+                      "records_duplicated"):
+                setattr(report, k, getattr(report, k) + getattr(own, k))
+            report.failures += own.failures
+        if not keep_failed or not own.failures:
             shutil.rmtree(work, ignore_errors=True)
+
+    # Trials are independent subprocess pairs: run `jobs` at once (one CPU core each).
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        list(pool.map(one, range(kills)))
     return report
+
+
+_merge_lock = __import__("threading").Lock()
+JOBS = int(os.environ.get("FLYWHEEL_CRASH_JOBS", str(min(2, os.cpu_count() or 1))))
 
 
 def main(argv: list[str] | None = None) -> int:
