@@ -50,6 +50,7 @@ def _train_cli(recipe_path):
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow  # three `flywheel train` processes, one of them killed
 def test_round_killed_mid_training_resumes_to_the_same_adapter(tmp_path, episodes):
     small_steps = dict(batch_size=2, save_steps=3, max_steps=12)  # checkpoints at steps 3, 6, 9, 12
     whole = write_recipe(tmp_path / "whole.yaml", tmp_path / "whole", episodes, **small_steps)

@@ -177,23 +177,25 @@ def _divergence_guard(grad_norm_limit: float):
     return DivergenceGuard()
 
 
-class TrainedTokenCounter:
-    """Wraps the trainer's data collator and counts the tokens that carry loss (label != -100,
-    after the one-position shift of causal LM loss): assistant tokens, never prompt or padding."""
+def count_trained_tokens(trainer) -> dict[str, int]:
+    """Count, per micro-batch that reaches the optimizer, the tokens that carry loss (label !=
+    -100 after the one-position shift of causal LM loss): assistant tokens, never prompt or
+    padding. Hooked on `training_step`, not on the data collator: batches a resumed run skips
+    are collated but never trained. Returns the rank-local counter the logger drains."""
+    counter = {"pending": 0}
+    step = trainer.training_step
 
-    def __init__(self, collator):
-        self.collator = collator
-        self.pending = 0  # counted since the last logged step, this rank only
-
-    def __call__(self, features):
-        batch = self.collator(features)
-        labels = batch.get("labels") if hasattr(batch, "get") else None
+    def training_step(model, inputs, *args, **kwargs):
+        labels = inputs.get("labels")
         if labels is not None:
-            self.pending += int((labels[..., 1:] != -100).sum())
-        return batch
+            counter["pending"] += int((labels[..., 1:] != -100).sum())
+        return step(model, inputs, *args, **kwargs)
+
+    trainer.training_step = training_step
+    return counter
 
 
-def _token_logger(trainer, counter: TrainedTokenCounter):
+def _token_logger(trainer, counter: dict[str, int]):
     from transformers import TrainerCallback
 
     class TrainedTokens(TrainerCallback):
@@ -201,8 +203,8 @@ def _token_logger(trainer, counter: TrainedTokenCounter):
         the log history, which a checkpoint keeps, so a resumed round counts on from there."""
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            local = torch.tensor(counter.pending, dtype=torch.long, device=trainer.args.device)
-            counter.pending = 0
+            local = torch.tensor(counter["pending"], dtype=torch.long, device=trainer.args.device)
+            counter["pending"] = 0
             total = int(trainer.accelerator.reduce(local, reduction="sum")) if trainer.accelerator.num_processes > 1 \
                 else int(local)
             before = next((h["tokens_trained"] for h in reversed(state.log_history[:-1]) if "tokens_trained" in h), 0)
@@ -257,9 +259,7 @@ def run_trainer(trainer, work_dir: Path, grad_norm_limit: float = math.inf) -> d
     diverged step; save the trained adapter to work_dir/final-adapter (every rank takes part:
     ZeRO-3 gathers the shards) and return the metrics and the trained model."""
     quiet_callbacks(trainer)
-    counter = TrainedTokenCounter(trainer.data_collator)
-    trainer.data_collator = counter
-    trainer.add_callback(_token_logger(trainer, counter))
+    trainer.add_callback(_token_logger(trainer, count_trained_tokens(trainer)))
     trainer.add_callback(_divergence_guard(grad_norm_limit))
     from trainer.preempt import preempt_callback, raise_if_preempted  # Slurm warning signal -> save and stop
 

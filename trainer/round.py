@@ -34,6 +34,7 @@ from typing import Any
 from data_pipeline.heldout import HeldoutSpec
 from data_pipeline.store import ExperienceStore
 from eval.envs.base import HELDOUT_SEED_START
+from trainer import tracking
 from trainer.cli import UserError
 from trainer.common import (FINAL_ADAPTER, TrainingDiverged, dist_env, quiet_libraries, remove_checkpoints,
                             set_progress)
@@ -213,6 +214,9 @@ def _parent(run: RunDir, r: int) -> dict:
     parent = run.manifest(r - 1)
     if parent is None:
         raise UserError(f"round {r} needs round {r - 1} first (no {run.round_dir(r - 1)}/manifest.json)")
+    from trainer.verify import check_checkpoint
+
+    check_checkpoint(run.round_dir(r - 1))  # never train or collect from a damaged parent adapter
     return parent
 
 
@@ -288,7 +292,8 @@ def fit_round(recipe: Recipe, run: RunDir, r: int) -> dict | None:
     quiet_libraries()
     from datasets import load_from_disk
 
-    dataset = load_from_disk(str(work / DATASET))
+    # an empty dataset (nothing succeeded; update_weights off) does not survive save/load_from_disk
+    dataset = load_from_disk(str(work / DATASET)) if sel["rows"] else []
     lr = round_learning_rate(recipe, r)
     metrics: dict[str, Any] = {"rows": len(dataset), "learning_rate": lr, "fit_s": 0.0, "gpus": 0}
     if len(dataset) > 0:
@@ -322,8 +327,9 @@ def fit_round(recipe: Recipe, run: RunDir, r: int) -> dict | None:
 
 def keep_adapter(work: Path, model, base_name: str) -> Path:
     """The trained adapter as work_dir/adapter/: only the adapter files, and a config that names
-    the base as the recipe does (not this run directory's path), so the same round gives the same
-    bytes wherever it runs."""
+    the base as the recipe does (not this run directory's path) and lists module sets sorted (PEFT
+    writes them in the process's hash order), so the same round gives the same bytes wherever and
+    in whichever process it runs."""
     src = work / FINAL_ADAPTER
     if not (src / "adapter_model.safetensors").exists():  # a method that did not go through run_trainer
         src = work / ".model.tmp"
@@ -335,6 +341,9 @@ def keep_adapter(work: Path, model, base_name: str) -> Path:
         shutil.copyfile(src / name, tmp / name)
     config = json.loads((tmp / "adapter_config.json").read_text())
     config.update(base_model_name_or_path=base_name, revision=None)
+    for key in ("target_modules", "modules_to_save", "exclude_modules"):  # sets, listed in hash order
+        if isinstance(config.get(key), list):
+            config[key] = sorted(config[key])
     (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     shutil.rmtree(work / ADAPTER, ignore_errors=True)
     os.rename(tmp, work / ADAPTER)
@@ -481,13 +490,15 @@ def main(argv: list[str]) -> int:
         write_resolved(recipe, run.root, fork=args.fork)
         ensure_round0(recipe, run)
         r = args.round if args.round is not None else _next_round(run)
+        tracking.log_pending(recipe, run)  # stages run as their own jobs (`flywheel eval`) are logged here
         if args.stage == "prepare":
             sel = prepare_round(recipe, run, r, progress=not args.quiet)
             print(json.dumps({"round": r, "stage": "prepare", "work_dir": str(run.work_dir(r)),
                               "rows": sel["rows"] if sel else None, "completed": sel is None}))
             return 0
-        m = finalize_round(recipe, run, r) if args.stage == "finalize" else \
-            train_round(recipe, run, r, progress=not args.quiet)
+        with tracking.stage(recipe, run, "train", r):  # W&B train run (resumed after a preemption) + local record
+            m = finalize_round(recipe, run, r) if args.stage == "finalize" else \
+                train_round(recipe, run, r, progress=not args.quiet)
     print(json.dumps({"round": r, "checkpoint": str(run.round_dir(r)),
                       "cumulative_interaction_hours": m["cumulative_interaction_hours"],
                       "trajectories_used": m["trajectories_used"], "tokens_trained": m["tokens_trained"]}))

@@ -30,16 +30,22 @@ def sft_args(cfg, seed: int, work_dir: Path, learning_rate: float, deepspeed_con
     )
 
 
+def build_trainer(base_path: Path, parent_adapter: Path | None, dataset, cfg, seed: int, work_dir: Path,
+                  learning_rate: float, deepspeed_config: str | None = None):
+    """The round's SFTTrainer: base (+ the parent's adapter, trainable) and the round's config."""
+    from trl import SFTTrainer
+
+    model, tokenizer, peft_config = load_policy_for_training(base_path, parent_adapter, cfg)
+    args = sft_args(cfg, seed, work_dir, learning_rate, deepspeed_config)
+    return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                      peft_config=peft_config)
+
+
 def train(base_path: Path, parent_adapter: Path | None, dataset, cfg, seed: int, work_dir: Path,
           learning_rate: float, deepspeed_config: str | None = None) -> dict:
     """Train one round on `dataset` (column `messages`); returns the metrics and the trained PEFT
     model, whose adapter run_trainer also saved to work_dir/final-adapter."""
-    from trl import SFTTrainer
-
-    # 1. setup: base (+ the parent's adapter, trainable) and the trainer config
-    model, tokenizer, peft_config = load_policy_for_training(base_path, parent_adapter, cfg)
-    args = sft_args(cfg, seed, work_dir, learning_rate, deepspeed_config)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=peft_config)
+    # 1. setup
+    trainer = build_trainer(base_path, parent_adapter, dataset, cfg, seed, work_dir, learning_rate, deepspeed_config)
     # 2. train (resuming from work_dir/checkpoint-* when a killed run left one) 3. hand back
     return run_trainer(trainer, work_dir, cfg.grad_norm_limit)
