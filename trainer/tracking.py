@@ -25,6 +25,12 @@ referenced by path. Offline runs cannot call `run.use_artifact`, so inputs are d
 `use_artifact` declares a new artifact: logged with `use_after_commit`, which `wandb sync` turns into
 the same "used by" edge.
 
+Stages run as their own jobs: `flywheel eval` lives in eval/, which never imports the trainer, so
+it does not log; its caller side does, from the files the evaluation wrote. `flywheel train` logs
+every finished stage not logged yet when it starts (`log_pending`), and `flywheel track RUN_DIR`
+does the same at any time (the last job of a Slurm chain runs it). The local loop tracks its stages
+directly (`stage`, `log_curve`).
+
 Mode (`resolve_mode`): WANDB_MODE=disabled (or WANDB_DISABLED=true) always turns W&B off; otherwise
 the recipe's online / offline / disabled; `auto` follows WANDB_MODE when set, else online when
 WANDB_API_KEY is set, else offline. Offline runs are written to RUN_DIR/tracking/wandb/ with
