@@ -9,7 +9,7 @@ import pytest
 from _round_fixtures import write_maze_episodes, write_recipe
 from trainer.cli import main as cli
 from trainer.recipe import load_recipe
-from trainer.round import failure_path, train_round
+from trainer.round import ensure_round0, failure_path, train_round
 from trainer.rundir import RunDir
 
 
@@ -88,3 +88,20 @@ def test_a_diverged_round_keeps_the_parent_and_records_why(tmp_path, episodes, c
     recipe = load_recipe(recipe_path)
     train_round(recipe, run, 1, progress=False)
     assert run.completed_rounds() == [0, 1] and not failure_path(run, 1).exists()
+
+
+def test_packing_keeps_assistant_only_loss(tmp_path, episodes):
+    """train.packing packs trajectories padding-free; the loss still covers exactly the assistant
+    tokens the unpacked round trains on (same count), and the round trains."""
+    manifests = {}
+    for packing in (False, True):
+        name = f"packing-{packing}"
+        recipe = load_recipe(write_recipe(tmp_path / f"{name}.yaml", tmp_path / name, episodes, packing=packing,
+                                          batch_size=2, max_length=1024))
+        run = RunDir(recipe.run_path())
+        ensure_round0(recipe, run)
+        manifests[packing] = train_round(recipe, run, 1, progress=False)
+    unpacked, packed = manifests[False], manifests[True]
+    assert packed["tokens_trained"] == unpacked["tokens_trained"] > 0
+    assert packed["metrics"]["steps"] < unpacked["metrics"]["steps"]  # fewer, fuller batches
+    assert packed["metrics"]["loss_history"][-1] < packed["metrics"]["loss_history"][0]
