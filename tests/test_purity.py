@@ -30,7 +30,7 @@ def _round(tmp_path, name, episodes, *overrides):
     return recipe, run
 
 
-def test_same_round_twice_gives_identical_adapter_bytes(tmp_path, episodes):
+def test_same_round_twice_gives_identical_adapter_bytes(tmp_path, episodes):  # 3 short rounds
     sums = []
     for name in ("a", "b"):  # two run directories: nothing of the run's own path may leak in
         recipe, run = _round(tmp_path, name, episodes, "train.lora.dropout=0.1")

@@ -90,6 +90,7 @@ def test_a_diverged_round_keeps_the_parent_and_records_why(tmp_path, episodes, c
     assert run.completed_rounds() == [0, 1] and not failure_path(run, 1).exists()
 
 
+@pytest.mark.slow  # two rounds
 def test_packing_keeps_assistant_only_loss(tmp_path, episodes):
     """train.packing packs trajectories padding-free; the loss still covers exactly the assistant
     tokens the unpacked round trains on (same count), and the round trains."""
