@@ -19,7 +19,7 @@ import harness  # noqa: E402
 from data_pipeline.store import ExperienceStore  # noqa: E402
 from trainer.verify import CheckpointCorrupted, check_checkpoint, verify  # noqa: E402
 
-FUZZ = settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+FUZZ = settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 
 
 # ---- crash --------------------------------------------------------------------------------------

@@ -328,6 +328,7 @@ def trial(stage: Stage, template: Path, work: Path, kill_at: float | None, basel
     shutil.rmtree(work, ignore_errors=True)
     shutil.copytree(template, work, symlinks=True)
     res = run_commands(stage.commands(work), REPO, kill_at)
+    report.duration_s = res.elapsed if kill_at is None else report.duration_s
     if res.failed:
         report.failures.append(f"kill at {kill_at}: first run failed: {res.failed}")
         return {}
@@ -371,9 +372,7 @@ def run_stage(name: str, kills: int, seed: int, tmp: Path, keep_failed: bool = F
     shutil.rmtree(template, ignore_errors=True)
     template.mkdir(parents=True)
     stage.template(template)
-    t0 = time.monotonic()
-    baseline = trial(stage, template, tmp / f"{name}-baseline", None, None, report)
-    report.duration_s = time.monotonic() - t0
+    baseline = trial(stage, template, tmp / f"{name}-baseline", None, None, report)  # sets duration_s
     if not baseline:
         return report
     rng = random.Random(f"{seed}-{name}")
