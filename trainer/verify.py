@@ -21,6 +21,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from data_pipeline.store import sha256_file
 from trainer.cli import UserError
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")  # what PEFT needs to load one
@@ -38,12 +39,6 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.path}: {self.problem}"
-
-
-def _sha256(path: Path) -> str:
-    from trainer.rundir import sha256_file
-
-    return sha256_file(path)
 
 
 def _read_json(path: Path, problems: list[Problem]) -> dict | None:
@@ -67,7 +62,7 @@ def _check_files(folder: Path, checksums: dict, problems: list[Problem]) -> None
         p = folder / rel
         if not p.is_file():
             problems.append(Problem(str(p), "missing (listed in the manifest's checksums)"))
-        elif _sha256(p) != want:
+        elif sha256_file(p) != want:
             problems.append(Problem(str(p), "corrupted: sha256 differs from the manifest's checksum"))
 
 
