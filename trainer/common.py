@@ -186,7 +186,8 @@ def count_trained_tokens(trainer) -> dict[str, int]:
     step = trainer.training_step
 
     def training_step(model, inputs, *args, **kwargs):
-        labels = inputs.get("labels")
+        # GRPO hands raw prompt rows (a list) to training_step: it has no labels to count here
+        labels = inputs.get("labels") if isinstance(inputs, dict) else None
         if labels is not None:
             counter["pending"] += int((labels[..., 1:] != -100).sum())
         return step(model, inputs, *args, **kwargs)
