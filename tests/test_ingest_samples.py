@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from data_pipeline.store import ExperienceStore
+from tests.samples import shared_samples
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "trajectories"
+SAMPLES = shared_samples()
 pytestmark = pytest.mark.skipif(not SAMPLES.is_dir(), reason="shared trajectory samples not present")
 
 

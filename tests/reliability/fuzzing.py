@@ -15,9 +15,10 @@ import json
 from pathlib import Path
 
 from hypothesis import strategies as st
+from tests.samples import shared_samples
 
 REPO = Path(__file__).resolve().parents[2]
-SAMPLE_ROOTS = [Path("/work/shared/data/trajectories"), REPO / "tests" / "data"]
+SAMPLE_ROOTS = [shared_samples(), REPO / "tests" / "data"]
 SAMPLE_SUFFIXES = (".json", ".jsonl", ".traj", ".eval", ".yaml")
 MAX_SAMPLE_BYTES = 200_000
 
