@@ -531,6 +531,12 @@ def write_study_report(study: Recipe, data: dict[str, Any], timings: dict[str, f
               f"Each checkpoint re-evaluated (pass@1) on the first {study.study.forgetting_episodes} training tasks "
               "of round 1; mean over seeds [min, max].", ""] + forgetting_table(data)
     lines += ["", curve.get("markdown", "").replace("## Improvement curve", "## Fitted curves of all arms")]
+    if not curve.get("comparisons"):
+        # say why there is no curve comparison instead of leaving the section out silently
+        reasons = sorted({str(rec.get("fit", {}).get("reason")) for rec in curve.get("arms", {}).values()
+                          if rec.get("fit", {}).get("status") != "ok"})
+        lines += ["", "**Comparison of arms** (ScaleRL-style): not possible: fewer than two arms have a fitted "
+                  f"curve ({'; '.join(reasons) or 'no fits'}). The verdict above compares final held-out success."]
     lines += _run_lines(study, data, timings, missing)
     report = out / "report.md"
     atomic_write_text(report, "\n".join(lines) + "\n")
