@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from eval.config import EvalConfig
-from eval.errors import EvalError
+from eval.errors import EvalError, read_yaml_mapping
 
 
 # ---------------------------------------------------------------------------------------------
@@ -36,20 +36,6 @@ def curve_main(argv: list[str]) -> int:
 RESOLVED_META_KEYS = ("recipe_hash", "code_version", "sources", "history")
 
 
-def _read_yaml(path: Path) -> dict:
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise EvalError(f"{path}: cannot read recipe: {e.strerror}") from None
-    except yaml.YAMLError as e:
-        raise EvalError(f"{path}: not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise EvalError(f"{path}: a recipe must be a mapping of keys (experiment:, model:, eval:, ...)")
-    return data
-
-
 def _merge(base: dict, top: dict) -> dict:
     out = dict(base)
     for k, v in top.items():
@@ -60,7 +46,7 @@ def _merge(base: dict, top: dict) -> dict:
 def _recipe_chain(path: Path, seen: tuple = ()) -> dict:
     if path.resolve() in seen:
         raise EvalError(f"{path}: cycle of base recipes")
-    data = _read_yaml(path)
+    data = read_yaml_mapping(path, EvalError, "recipe", "experiment:, model:, eval:, ...")
     for key in RESOLVED_META_KEYS:
         data.pop(key, None)
     base = data.pop("base", None)

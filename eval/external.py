@@ -36,10 +36,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from eval.errors import EvalError
+from eval.errors import EvalError, read_yaml_mapping
 
 PLACEHOLDERS = ("checkpoint", "endpoint", "task_id", "out")
 STDERR_TAIL_CHARS = 2000
@@ -239,14 +238,7 @@ def _read_tasks_file(yaml_path: Path, tasks_path: Path) -> list[str]:
 def load_external_suite(path: str | Path) -> ExternalSuite:
     """Read and validate a suite YAML; errors name the file and the key."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ExternalSuiteError(f"{path}: cannot read: {e.strerror}") from None
-    except yaml.YAMLError as e:
-        raise ExternalSuiteError(f"{path}: not valid YAML: {e}") from None
-    if not isinstance(raw, dict):
-        raise ExternalSuiteError(f"{path}: expected a mapping of keys (name, command, tasks, ...)")
+    raw = read_yaml_mapping(path, ExternalSuiteError, keys="name, command, tasks, ...")
     try:
         config = ExternalSuiteConfig.model_validate(raw)
     except ValidationError as e:
