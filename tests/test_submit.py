@@ -151,6 +151,26 @@ def test_no_secret_reaches_scripts_or_dry_run_output(monkeypatch, tmp_path, caps
     assert not (tmp_path / "runs").exists()  # a dry run writes nothing
 
 
+def test_dry_run_without_a_reachable_controller_plans_and_warns(monkeypatch, tmp_path, capsys):
+    """A login node whose slurmctld is down: the dry run still prints the chain, and says it could not
+    ask which recorded jobs are alive."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    squeue = bindir / "squeue"
+    squeue.write_text("#!/bin/sh\necho 'slurm_load_jobs error: Unable to contact slurm controller' >&2\nexit 1\n")
+    squeue.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{__import__('os').environ['PATH']}")
+    run_dir = tmp_path / "run"
+    ctx = ctx_for("quickstart.yaml", f"run_dir={run_dir}", "train.rounds=1")
+    atomic_write_json(ctx.slurm_dir / "jobs.json", {"jobs": {"eval-round-0000": {"job_id": "7"}}, "submissions": []})
+    from trainer.submit import main
+
+    assert main([str(RECIPES / "quickstart.yaml"), f"run_dir={run_dir}", "--rounds", "1", "--dry-run"]) == 0
+    cap = capsys.readouterr()
+    assert "Unable to contact slurm controller" in cap.err and "planning as if none" in cap.err
+    assert any(ln.startswith("sbatch ") and "eval-round-0000" in ln for ln in cap.out.splitlines())
+
+
 # ---- the chain --------------------------------------------------------------------------------------
 def _sbatch_lines(ctx, decisions, capsys) -> list[str]:
     print_dry_run(ctx, decisions)
