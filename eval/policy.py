@@ -24,13 +24,14 @@ episode's uniform draw falls that close to a boundary between two actions (greed
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 from eval.rollout import tool_call_of
 
@@ -53,6 +54,89 @@ def load_checkpoint(base: str | Path, adapter: str | Path | None = None, dtype: 
     return model, tokenizer
 
 
+class _GrowingLayer(DynamicLayer):
+    """A full-attention cache layer that appends into spare capacity (doubling when full) instead of
+    concatenating the whole cache anew at every forward pass: with 32 episodes in flight and a few
+    hundred tokens each, re-copying the cache twice a step cost a third of the step. `keys` and
+    `values` are views of the filled part, as DynamicLayer's consumers expect."""
+
+    def lazy_initialization(self, key_states, value_states) -> None:
+        super().lazy_initialization(key_states, value_states)
+        self._kbuf = self._vbuf = None
+        self._len = 0
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        n, add = self._len, key_states.shape[-2]
+        if self._kbuf is None or n + add > self._kbuf.shape[-2]:
+            self._reserve(key_states, value_states, 2 * (n + add) + 32)
+        self._kbuf[..., n:n + add, :] = key_states
+        self._vbuf[..., n:n + add, :] = value_states
+        self.truncate(n + add)
+        return self.keys, self.values
+
+    def _reserve(self, k, v, capacity: int) -> None:
+        kbuf = k.new_empty((*k.shape[:-2], capacity, k.shape[-1]))
+        vbuf = v.new_empty((*v.shape[:-2], capacity, v.shape[-1]))
+        if self._len:
+            kbuf[..., :self._len, :] = self.keys
+            vbuf[..., :self._len, :] = self.values
+        self._kbuf, self._vbuf = kbuf, vbuf
+
+    def truncate(self, length: int) -> None:
+        """Keep the first `length` positions (the rest of the buffer is spare capacity)."""
+        self._len = length
+        self.keys, self.values = self._kbuf[..., :length, :], self._vbuf[..., :length, :]
+
+    def select_rows(self, index: torch.Tensor) -> None:
+        self._kbuf, self._vbuf = self._kbuf[index], self._vbuf[index]
+        self.truncate(self._len)
+
+
+def _new_cache(model) -> DynamicCache:
+    """A cache for the model whose full-attention layers grow in place (sliding-window and other
+    special layers stay as transformers makes them)."""
+    cache = DynamicCache(config=model.config)
+    cache.layers = [_GrowingLayer() if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    return cache
+
+
+def _truncate(cache: DynamicCache, length: int) -> None:
+    for layer in cache.layers:
+        if isinstance(layer, _GrowingLayer):
+            layer.truncate(length)
+        else:
+            layer.keys, layer.values = layer.keys[..., :length, :], layer.values[..., :length, :]
+
+
+def _select_rows(cache: DynamicCache, index: torch.Tensor) -> None:
+    for layer in cache.layers:
+        if isinstance(layer, _GrowingLayer):
+            layer.select_rows(index)
+        else:
+            layer.keys, layer.values = layer.keys[index], layer.values[index]
+
+
+@dataclass
+class _Rendered:
+    """What a chat's last prompt was: its message count, text and token ids; its head (messages up
+    to the first user turn) and the head's text, for rendering only what is new; growths so far."""
+
+    conv: list
+    n_messages: int = 0
+    text: str = ""
+    ids: list[int] = field(default_factory=list)
+    head: list | None = None
+    head_text: str | None = None
+    growths: int = 0
+
+
+def _like(conv, messages: list):
+    """`messages` as a chat of the same kind as `conv` (its tools travel along)."""
+    return type(conv)(messages, tools=conv.tools) if hasattr(conv, "tools") else list(messages)
+
+
 @dataclass
 class _Group:
     """Episodes encoded together: their conversations (one row each), the token ids each row has
@@ -71,8 +155,7 @@ class _Group:
         self.ids = [self.ids[r] for r in rows]
         index = torch.tensor(rows, dtype=torch.long)
         self.mask = self.mask[index]
-        for layer in self.cache.layers:
-            layer.keys, layer.values = layer.keys[index], layer.values[index]
+        _select_rows(self.cache, index)
 
 
 def tool_call_message(call: dict[str, Any], call_id: str = "call_0") -> dict[str, Any]:
@@ -89,7 +172,10 @@ class HFPolicy:
         self.max_new_tokens, self.forward_batch, self.name = max_new_tokens, forward_batch, name
         self._cont_cache: dict[tuple[str, bool], list[int]] = {}
         self._groups: list[_Group] = []
-        self._rendered: dict[int, tuple[list, str, list[int]]] = {}  # id(chat) -> (chat, text, ids)
+        self._rendered: dict[int, _Rendered] = {}  # id(chat) -> what its last prompt was
+        self.tail_rendering = True  # off for good once a tail render disagrees with the full one
+        self._tails: dict[tuple, str | None] = {}  # (id of tools, new turns) -> their text after a head
+        self._tool_sets: dict[int, Any] = {}
         self._specials = tuple(tokenizer.get_added_vocab()) or ("\0",)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
@@ -106,20 +192,109 @@ class HFPolicy:
     def _prompt_ids(self, conv) -> list[int]:
         return self._render(conv, prompt=True)
 
+    def _texts(self, chats: list) -> list[str]:
+        """Each chat's text with the generation prompt, rendered in one batched template call per
+        set of tools."""
+        out: list[str | None] = [None] * len(chats)
+        by_tools: dict[int, list[int]] = {}
+        for i, chat in enumerate(chats):
+            by_tools.setdefault(id(getattr(chat, "tools", None) or None), []).append(i)
+        for idx in by_tools.values():
+            tools = getattr(chats[idx[0]], "tools", None) or None
+            texts = self.tokenizer.apply_chat_template([list(chats[i]) for i in idx], tools=tools, tokenize=False,
+                                                       add_generation_prompt=True)
+            for i, text in zip(idx, texts):
+                out[i] = text
+        return out
+
+    def _prompt_texts(self, conversations) -> list[str]:
+        """Each chat's text with the generation prompt. A chat that grew since its last prompt is
+        not rendered whole again: its new messages are rendered after the chat's head (the messages
+        up to its first user turn) and that text is appended to the old one; the text of the same
+        new turns is remembered (a maze sees the same observations again). This holds for
+        templates that render each turn on its own (the tiny model's, Llama's, ChatML); it is
+        checked against the full rendering on each chat's first two growths (a template that
+        numbers its turns differs on the second) and on every call for the longest chat, and one
+        disagreement turns it off for good."""
+        olds = []
+        for conv in conversations:
+            old = self._rendered.get(id(conv))
+            ok = self.tail_rendering and old is not None and old.conv is conv and len(conv) > old.n_messages
+            if ok and old.head is None:
+                first_user = next((i for i, m in enumerate(conv) if m.get("role") == "user"), None)
+                ok = first_user is not None and first_user < old.n_messages
+                if ok:
+                    old.head = list(conv[:first_user + 1])
+            olds.append(old if ok else None)
+        need_head = [o for o in olds if o is not None and o.head_text is None]
+        for o, text in zip(need_head, self._texts([_like(o.conv, o.head) for o in need_head])):
+            o.head_text = text
+        jobs = []  # (conversation index, "tail" | "full", chat)
+        texts: list[dict[str, str]] = [{} for _ in conversations]
+        keys: list[tuple | None] = [None] * len(conversations)
+        for k, (conv, old) in enumerate(zip(conversations, olds)):
+            if old is None:
+                jobs.append((k, "full", conv))
+                continue
+            new = list(conv[old.n_messages:])
+            tools = getattr(conv, "tools", None)
+            self._tool_sets.setdefault(id(tools), tools)  # kept alive, so that its id stays its own
+            keys[k] = (id(tools), json.dumps(new, sort_keys=True, default=str))
+            if keys[k] in self._tails:  # the same new turns rendered before (they are turn-local)
+                texts[k]["tail"] = self._tails[keys[k]]
+            else:
+                jobs.append((k, "tail", _like(conv, old.head + new)))
+            old.growths += 1
+            if old.growths <= 2:
+                jobs.append((k, "full", conv))
+        grown = [k for k, old in enumerate(olds) if old is not None and old.growths > 2]
+        if grown:  # and every call, the longest chat
+            longest = max(grown, key=lambda k: len(conversations[k]))
+            jobs.append((longest, "full", conversations[longest]))
+        for (k, kind, _), text in zip(jobs, self._texts([chat for _, _, chat in jobs])):
+            if kind == "tail":
+                head_text = olds[k].head_text
+                text = text[len(head_text):] if text.startswith(head_text) else None
+                if len(self._tails) >= 50_000:
+                    self._tails.clear()
+                self._tails[keys[k]] = text
+            texts[k][kind] = text
+        out = []
+        for got, old in zip(texts, olds):
+            tail = None
+            if old is not None and got["tail"] is not None:
+                tail = old.text + got["tail"]
+            if "full" in got:
+                if old is not None and tail != got["full"]:
+                    self.tail_rendering = False
+                out.append(got["full"])
+            elif tail is None:  # the head did not render as a prefix: this chat is not turn-local
+                self.tail_rendering = False
+                out.append(self._texts([old.conv])[0])
+            else:
+                out.append(tail)
+        return out
+
     def _prompts(self, conversations) -> list[list[int]]:
         """Token ids of each chat with the generation prompt. A chat that grew since the last call
         tokenizes only its new text when the old text ended in a special token (the tokenizer
         splits there, so the ids of the whole equal old ids + new ids); else the whole text."""
-        texts = [self._text(c, prompt=True) for c in conversations]
+        texts = self._prompt_texts(conversations)
         pieces, bases = [], []
         for conv, text in zip(conversations, texts):
-            conv_, old_text, old_ids = self._rendered.get(id(conv), (None, "", []))
-            grew = (conv_ is conv and text.startswith(old_text) and old_text.endswith(self._specials)
-                    and not text[len(old_text):][:1].isspace())
-            pieces.append(text[len(old_text):] if grew else text)
-            bases.append(old_ids if grew else [])
+            old = self._rendered.get(id(conv))
+            grew = (old is not None and old.conv is conv and text.startswith(old.text)
+                    and old.text.endswith(self._specials) and not text[len(old.text):][:1].isspace())
+            pieces.append(text[len(old.text):] if grew else text)
+            bases.append(old.ids if grew else [])
         new_ids = self.tokenizer(pieces, add_special_tokens=False)["input_ids"]
-        self._rendered = {id(c): (c, t, b + list(n)) for c, t, b, n in zip(conversations, texts, bases, new_ids)}
+        rendered = {}
+        for c, t, b, n in zip(conversations, texts, bases, new_ids):
+            old = self._rendered.get(id(c))
+            keep = old if old is not None and old.conv is c else _Rendered(c)
+            keep.n_messages, keep.text, keep.ids = len(c), t, b + list(n)
+            rendered[id(c)] = keep
+        self._rendered = rendered
         return [b + list(n) for b, n in zip(bases, new_ids)]
 
     def _continuation_ids(self, conv, prompt: list[int], action: str) -> list[int]:
@@ -150,9 +325,19 @@ class HFPolicy:
                 actions[i] = a
         return actions
 
-    @torch.no_grad()
     def action_logprobs(self, conversations, valid_actions) -> list[np.ndarray]:
         """Sum of token log-probs of each valid action per conversation, end-of-turn included."""
+        with self._no_grad():
+            return self._action_logprobs(conversations, valid_actions)
+
+    def _no_grad(self):
+        """Inference mode (less per-op bookkeeping) for a frozen model; plain no_grad for a model
+        being trained (GRPO's rollouts), whose later forward passes must not meet inference tensors."""
+        if any(p.requires_grad for p in self.model.parameters()):
+            return torch.no_grad()
+        return torch.inference_mode()
+
+    def _action_logprobs(self, conversations, valid_actions) -> list[np.ndarray]:
         prompts = self._prompts(conversations)
         out: list[np.ndarray | None] = [None] * len(conversations)
         for group, members in self._regroup(conversations, prompts):
@@ -193,7 +378,8 @@ class HFPolicy:
         first_lp = self._encode(group, prompts)
         conts = [[self._continuation_ids(c, p, a) for a in valid]
                  for c, p, valid in zip(group.conversations, prompts, valid_actions)]
-        scores = [first_lp[b, [ids[0] for ids in row]].numpy().astype(np.float64) for b, row in enumerate(conts)]
+        first = first_lp.double().numpy()
+        scores = [first[b, [ids[0] for ids in row]] for b, row in enumerate(conts)]
         # 2. The rest of every candidate: each episode's candidates side by side in its own row,
         #    a block-diagonal causal mask keeping them apart (each sees the prompt and its own
         #    earlier tokens), on the rows' cache as it is: nothing is copied per candidate.
@@ -201,8 +387,7 @@ class HFPolicy:
         if any(inputs):
             past = group.mask.shape[1]
             rest = self._score_rest(conts, inputs, group.cache, group.mask)
-            for layer in group.cache.layers:  # the candidates' keys and values are not part of the chat
-                layer.keys, layer.values = layer.keys[:, :, :past], layer.values[:, :, :past]
+            _truncate(group.cache, past)  # the candidates' keys and values are not part of the chat
             for b in range(len(conts)):
                 scores[b] += rest[b]
         return scores
@@ -214,6 +399,8 @@ class HFPolicy:
         new, new_mask = self._pad([p[n:] for p, n in zip(prompts, done)], left=True)
         pos = (torch.tensor(done).unsqueeze(1) + new_mask.cumsum(-1) - 1).clamp(min=0)
         mask = new_mask if group.mask is None else torch.cat([group.mask, new_mask], dim=-1)
+        if group.cache is None:
+            group.cache = _new_cache(self.model)
         out = self.model(input_ids=new, attention_mask=mask, position_ids=pos, cache=group.cache,
                          use_cache=True, logits_to_keep=1)
         group.cache = out.cache if "cache" in out else out.past_key_values
@@ -221,41 +408,45 @@ class HFPolicy:
         return torch.log_softmax(out.logits[:, -1].float(), dim=-1)
 
     def _score_rest(self, conts, inputs, cache, mask) -> list[np.ndarray]:
-        """Sum of log-probs of tokens 2.. of each candidate (B rows of candidate blocks)."""
-        ids, in_mask = self._pad(inputs, left=False)  # (B, Wc)
-        width, past = ids.shape[1], mask.shape[1]
-        attend = torch.zeros((len(inputs), width, past + width), dtype=torch.bool)
-        attend[:, :, :past] = mask.bool().unsqueeze(1)
-        pos = torch.zeros_like(ids)
-        seen = mask.sum(-1)
-        targets = torch.zeros_like(ids)
-        blocks: list[list[tuple[int, int]]] = []
+        """Sum of log-probs of tokens 2.. of each candidate (B rows of candidate blocks). The row
+        layout, positions and block-diagonal mask are built with numpy: with 32 episodes x several
+        candidates a step, per-candidate tensor ops cost more than the forward pass."""
+        rows, width, past = len(conts), max(len(r) for r in inputs), mask.shape[1]
+        ids = np.full((rows, width), self.pad_id, dtype=np.int64)
+        targets = np.zeros((rows, width), dtype=np.int64)
+        block = np.full((rows, width), -1, dtype=np.int64)  # which candidate a column belongs to
+        offset = np.zeros((rows, width), dtype=np.int64)  # its place within that candidate
         for b, row in enumerate(conts):
-            at, spans = 0, []
-            for cand in row:
-                n = len(cand) - 1
-                attend[b, at:at + n, past + at:past + at + n] = torch.ones((n, n), dtype=torch.bool).tril()
-                pos[b, at:at + n] = seen[b] + torch.arange(n)
-                targets[b, at:at + n] = torch.tensor(cand[1:], dtype=torch.long)
-                spans.append((at, at + n))
-                at += n
-            blocks.append(spans)
+            lens = np.array([len(c) - 1 for c in row])
+            n = int(lens.sum())
+            if not n:
+                continue
+            ids[b, :n] = inputs[b]
+            targets[b, :n] = [t for c in row for t in c[1:]]
+            block[b, :n] = np.repeat(np.arange(len(row)), lens)
+            offset[b, :n] = np.arange(n) - np.repeat(np.cumsum(lens) - lens, lens)
+        own = (block[:, :, None] == block[:, None, :]) & (block[:, None, :] >= 0) & np.tri(width, dtype=bool)
+        attend = np.concatenate([np.broadcast_to(mask.numpy().astype(bool)[:, None, :], (rows, width, past)), own], axis=2)
         dtype = next(self.model.parameters()).dtype
-        bias = torch.zeros(attend.shape, dtype=dtype).masked_fill(~attend, torch.finfo(dtype).min)
-        out = self.model(input_ids=ids, attention_mask=bias.unsqueeze(1), position_ids=pos, cache=cache, use_cache=True)
-        tok_lp = torch.log_softmax(out.logits.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-        tok_lp = (tok_lp * in_mask).double().numpy()
-        return [np.array([tok_lp[b, s:e].sum() for s, e in spans]) for b, spans in enumerate(blocks)]
+        bias = torch.zeros(attend.shape, dtype=dtype).masked_fill_(torch.from_numpy(~attend), torch.finfo(dtype).min)
+        pos = torch.from_numpy(mask.sum(-1).numpy()[:, None] + offset)
+        out = self.model(input_ids=torch.from_numpy(ids), attention_mask=bias.unsqueeze(1), position_ids=pos,
+                         cache=cache, use_cache=True)
+        tok_lp = torch.log_softmax(out.logits.float(), dim=-1).gather(-1, torch.from_numpy(targets).unsqueeze(-1))
+        tok_lp = tok_lp.squeeze(-1).double().numpy()
+        return [np.bincount(block[b][block[b] >= 0], weights=tok_lp[b][block[b] >= 0], minlength=len(row))
+                for b, row in enumerate(conts)]
 
     def _pad(self, seqs: list[list[int]], left: bool) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
+        ids = np.full((len(seqs), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(seqs), width), dtype=np.int64)
         for r, s in enumerate(seqs):
-            at = slice(width - len(s), width) if left else slice(0, len(s))
-            ids[r, at] = torch.tensor(s, dtype=torch.long)
-            mask[r, at] = 1
-        return ids, mask
+            if s:
+                at = slice(width - len(s), width) if left else slice(0, len(s))
+                ids[r, at] = s
+                mask[r, at] = 1
+        return torch.from_numpy(ids), torch.from_numpy(mask)
 
     def _choose(self, conversations, valid_actions, rngs):
         chosen = []
@@ -268,8 +459,11 @@ class HFPolicy:
             chosen.append(valid[int(rng.choice(len(valid), p=p / p.sum()))])
         return chosen
 
-    @torch.no_grad()
     def _generate(self, conversations, rngs):
+        with self._no_grad():
+            return self._generate_texts(conversations, rngs)
+
+    def _generate_texts(self, conversations, rngs):
         """Free text: batched sampling. The torch seed comes from the batch's first episode, so a
         free-text sample (unlike a constrained choice) depends on which episodes share the batch."""
         prompts = self._prompts(conversations)

@@ -55,6 +55,61 @@ def test_cached_batched_scores_equal_a_plain_forward_pass(model_and_tokenizer, s
                          "name": action["name"]} if isinstance(action, dict) else {"role": "user", "content": res.observation})
 
 
+def _step_all(envs, convs, rng, step):
+    for env, conv in zip(envs, convs):
+        acts = env.valid_actions()
+        action = _as_tool_call(acts[int(rng.integers(len(acts)))], env.tools)
+        res = env.step(action)
+        conv.append(_action_message(action, step))
+        conv.append({"role": "user", "content": res.observation})
+        if res.done:
+            env.reset(int(rng.integers(10**6)))  # keep the chat going: only its length matters here
+
+
+def _maze_chats(n: int):
+    suite = get_suite("maze")
+    envs = [suite.make_env(3) for _ in range(n)]
+    convs = [Conversation([{"role": "system", "content": env.system_prompt},
+                           {"role": "user", "content": env.reset(seed)}]) for env, seed in zip(envs, suite.heldout_seeds(n))]
+    return envs, convs
+
+
+def test_long_chats_keep_prompts_and_scores_of_a_full_rendering(model_and_tokenizer):
+    """Many steps: the KV cache outgrows its first buffer, new turns are rendered on their own
+    (and some come from the remembered texts), yet every prompt is the full rendering's ids and the
+    scores those of a plain forward pass."""
+    model, tok = model_and_tokenizer
+    envs, convs = _maze_chats(4)
+    policy, rng = HFPolicy(model, tok), np.random.default_rng(1)
+    for step in range(14):
+        valid = [env.valid_actions() for env in envs]
+        scores = policy.action_logprobs(convs, valid)
+        assert [r.ids for r in policy._rendered.values()] == [policy._prompt_ids(c) for c in convs]
+        if step in (0, 13):
+            for conv, acts, got in zip(convs, valid, scores):
+                np.testing.assert_allclose(got[:2], [_reference_logprob(model, tok, conv, a) for a in acts[:2]], atol=2e-4)
+        _step_all(envs, convs, rng, step)
+    assert policy.tail_rendering and policy._tails  # the fast path held, and was used
+    assert policy._groups[0].cache.layers[0]._kbuf.shape[-2] > 64  # it grew in place past its first size
+
+
+def test_a_template_that_numbers_its_turns_turns_tail_rendering_off(model_and_tokenizer):
+    import copy
+
+    model, tok = model_and_tokenizer
+    tok = copy.deepcopy(tok)
+    tok.chat_template = ("{%- for m in messages %}<|{{ m['role'] }}|>{{ loop.index }}. {{ m['content'] }}<|end|>"
+                         "{%- endfor %}{%- if add_generation_prompt %}<|assistant|>{%- endif %}")
+    envs, convs = _maze_chats(3)
+    policy, rng = HFPolicy(model, tok), np.random.default_rng(2)
+    for step in range(4):
+        policy.action_logprobs(convs, [env.valid_actions() for env in envs])
+        assert [r.text for r in policy._rendered.values()] == [
+            tok.apply_chat_template(list(c), tokenize=False, add_generation_prompt=True) for c in convs]
+        _step_all(envs, convs, rng, step)
+    assert not policy.tail_rendering
+
+
 def test_tool_call_actions_are_scored_as_rendered_tool_calls(model_and_tokenizer):
     model, tok = model_and_tokenizer
     env = get_suite("lookup").make_env(1)
