@@ -11,6 +11,9 @@ a step encodes only the tokens that are new since the last one (the action taken
 observation), not the whole chat again: that is what makes 32 episodes in flight cost little more
 than one. The chat template must be prefix-stable (a turn renders the same whatever follows),
 which the policy checks; a conversation whose tokens stop extending its cache is re-encoded.
+The rest of a step's fixed cost is cut the same way: a new group's common opening (system prompt,
+tool schemas) is encoded once for all its rows, the cache grows in place instead of being
+re-concatenated, and only a chat's new turns go through the chat template.
 
 Tool-call environments: a conversation with `tools` (see eval.rollout.Conversation) gets them
 rendered into the prompt, and a listed action that is the JSON string of a call is scored as the
@@ -147,6 +150,7 @@ class _Group:
     ids: list[list[int]]
     cache: Any = None
     mask: torch.Tensor | None = None
+    shared_prefix: int = 0  # tokens encoded once for all rows (see HFPolicy._encode_shared_prefix)
 
     def keep_rows(self, rows: list[int]) -> None:
         if rows == list(range(len(self.conversations))):
@@ -395,17 +399,37 @@ class HFPolicy:
     def _encode(self, group: _Group, prompts) -> torch.Tensor:
         """One forward pass over each prompt's tokens not yet in the group's cache, left-padded so
         that every row ends at its prompt's last token. Returns next-token log-probs (B, V)."""
+        if group.cache is None:
+            group.cache = _new_cache(self.model)
+            self._encode_shared_prefix(group, prompts)
         done = [len(ids) for ids in group.ids]
         new, new_mask = self._pad([p[n:] for p, n in zip(prompts, done)], left=True)
         pos = (torch.tensor(done).unsqueeze(1) + new_mask.cumsum(-1) - 1).clamp(min=0)
         mask = new_mask if group.mask is None else torch.cat([group.mask, new_mask], dim=-1)
-        if group.cache is None:
-            group.cache = _new_cache(self.model)
         out = self.model(input_ids=new, attention_mask=mask, position_ids=pos, cache=group.cache,
                          use_cache=True, logits_to_keep=1)
         group.cache = out.cache if "cache" in out else out.past_key_values
         group.mask, group.ids = mask, [list(p) for p in prompts]
         return torch.log_softmax(out.logits[:, -1].float(), dim=-1)
+
+    def _encode_shared_prefix(self, group: _Group, prompts, min_tokens: int = 8) -> None:
+        """A new group's rows usually open with the same tokens (system prompt, tool schemas):
+        encode that common prefix once, on one row, and copy its keys and values to every row."""
+        if len(prompts) < 2 or not all(isinstance(layer, _GrowingLayer) for layer in group.cache.layers):
+            return
+        shortest = min(len(p) for p in prompts)
+        common = 0
+        while common < shortest - 1 and all(p[common] == prompts[0][common] for p in prompts):
+            common += 1
+        if common < min_tokens:
+            return
+        prefix = list(prompts[0][:common])
+        self.model(input_ids=torch.tensor([prefix]), attention_mask=torch.ones((1, common), dtype=torch.long),
+                   position_ids=torch.arange(common).unsqueeze(0), cache=group.cache, use_cache=True, logits_to_keep=1)
+        _select_rows(group.cache, torch.zeros(len(prompts), dtype=torch.long))
+        group.ids = [prefix] * len(prompts)
+        group.mask = torch.ones((len(prompts), common), dtype=torch.long)
+        group.shared_prefix = common
 
     def _score_rest(self, conts, inputs, cache, mask) -> list[np.ndarray]:
         """Sum of log-probs of tokens 2.. of each candidate (B rows of candidate blocks). The row

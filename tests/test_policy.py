@@ -75,9 +75,9 @@ def _maze_chats(n: int):
 
 
 def test_long_chats_keep_prompts_and_scores_of_a_full_rendering(model_and_tokenizer):
-    """Many steps: the KV cache outgrows its first buffer, new turns are rendered on their own
-    (and some come from the remembered texts), yet every prompt is the full rendering's ids and the
-    scores those of a plain forward pass."""
+    """Many steps: the chats' common opening is encoded once, the KV cache outgrows its first
+    buffer, new turns are rendered on their own (and some come from the remembered texts), yet every
+    prompt is the full rendering's ids and the scores those of a plain forward pass."""
     model, tok = model_and_tokenizer
     envs, convs = _maze_chats(4)
     policy, rng = HFPolicy(model, tok), np.random.default_rng(1)
@@ -89,6 +89,7 @@ def test_long_chats_keep_prompts_and_scores_of_a_full_rendering(model_and_tokeni
             for conv, acts, got in zip(convs, valid, scores):
                 np.testing.assert_allclose(got[:2], [_reference_logprob(model, tok, conv, a) for a in acts[:2]], atol=2e-4)
         _step_all(envs, convs, rng, step)
+    assert policy._groups[0].shared_prefix >= 20  # the system prompt was encoded once for the 4 rows
     assert policy.tail_rendering and policy._tails  # the fast path held, and was used
     assert policy._groups[0].cache.layers[0]._kbuf.shape[-2] > 64  # it grew in place past its first size
 
