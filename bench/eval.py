@@ -95,7 +95,8 @@ def main() -> int:
                       "episodes_in_flight": args.in_flight, "batched_episodes": args.episodes,
                       "sequential_episodes": args.sequential_episodes, "suite": args.suite,
                       "difficulty": args.difficulty, "mean_steps_batched": round(steps_b, 2),
-                      "mean_steps_sequential": round(steps_s, 2), "repeats": args.repeats, "checkpoint": str(adapter or base) if args.checkpoint else "tiny",
+                      "mean_steps_sequential": round(steps_s, 2), "repeats": args.repeats,
+                      "checkpoint": str(adapter or base) if args.checkpoint else "tiny",
                       "device": "cpu", "torch_threads": threads}))
     return 0
 

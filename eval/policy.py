@@ -403,7 +403,7 @@ class HFPolicy:
             group.cache = _new_cache(self.model)
             self._encode_shared_prefix(group, prompts)
         done = [len(ids) for ids in group.ids]
-        new, new_mask = self._pad([p[n:] for p, n in zip(prompts, done)], left=True)
+        new, new_mask = self._left_pad([p[n:] for p, n in zip(prompts, done)])
         pos = (torch.tensor(done).unsqueeze(1) + new_mask.cumsum(-1) - 1).clamp(min=0)
         mask = new_mask if group.mask is None else torch.cat([group.mask, new_mask], dim=-1)
         out = self.model(input_ids=new, attention_mask=mask, position_ids=pos, cache=group.cache,
@@ -461,15 +461,15 @@ class HFPolicy:
         return [np.bincount(block[b][block[b] >= 0], weights=tok_lp[b][block[b] >= 0], minlength=len(row))
                 for b, row in enumerate(conts)]
 
-    def _pad(self, seqs: list[list[int]], left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def _left_pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids (B, W) left-padded so that every row ends at its last token, and their mask."""
         width = max(len(s) for s in seqs)
         ids = np.full((len(seqs), width), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(seqs), width), dtype=np.int64)
         for r, s in enumerate(seqs):
             if s:
-                at = slice(width - len(s), width) if left else slice(0, len(s))
-                ids[r, at] = s
-                mask[r, at] = 1
+                ids[r, width - len(s):] = s
+                mask[r, width - len(s):] = 1
         return torch.from_numpy(ids), torch.from_numpy(mask)
 
     def _choose(self, conversations, valid_actions, rngs):
@@ -491,7 +491,7 @@ class HFPolicy:
         """Free text: batched sampling. The torch seed comes from the batch's first episode, so a
         free-text sample (unlike a constrained choice) depends on which episodes share the batch."""
         prompts = self._prompts(conversations)
-        ids, mask = self._pad(prompts, left=True)
+        ids, mask = self._left_pad(prompts)
         width = ids.shape[1]
         torch.manual_seed(int(rngs[0].integers(2**31)))
         out = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=self.max_new_tokens,
