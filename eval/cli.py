@@ -10,6 +10,7 @@ from typing import Any
 
 from eval.config import EvalConfig
 from eval.errors import EvalError, read_yaml_mapping
+from eval.models import LoadOptions
 
 
 # ---------------------------------------------------------------------------------------------
@@ -87,8 +88,9 @@ def _apply_override(data: dict, text: str) -> None:
         raise EvalError(f"override '{text}': no key '{last}' there")
 
 
-def read_eval_recipe(path: str | Path, overrides: list[str] = ()) -> tuple[EvalConfig, str, str]:
-    """(EvalConfig, model dtype, experiment name) of a recipe file or a run's recipe.resolved.yaml."""
+def read_eval_recipe(path: str | Path, overrides: list[str] = ()) -> tuple[EvalConfig, LoadOptions, str]:
+    """(EvalConfig, how to load the model, experiment name) of a recipe file or a run's
+    recipe.resolved.yaml."""
     from pydantic import ValidationError
 
     path = Path(path)
@@ -106,7 +108,13 @@ def read_eval_recipe(path: str | Path, overrides: list[str] = ()) -> tuple[EvalC
         key = ".".join(str(p) for p in ("eval", *err["loc"]))
         raise EvalError(f"{path}: key '{key}': {err['msg']}") from None
     model = data.get("model") or {}
-    return cfg, str(model.get("dtype", "float32")), str(data.get("experiment", path.stem))
+    template = model.get("chat_template")
+    if template and not Path(template).expanduser().is_absolute():
+        template = str(path.parent / template)  # relative to the recipe, as trainer/recipe.py resolves it
+    load = LoadOptions(dtype=str(model.get("dtype", "float32")),
+                       attn_implementation=str(model.get("attn_implementation", "sdpa")),
+                       trust_remote_code=bool(model.get("trust_remote_code", False)), chat_template=template)
+    return cfg, load, str(data.get("experiment", path.stem))
 
 
 def resolve_checkpoint(directory: str | Path) -> tuple[Path, Path | None]:
@@ -189,7 +197,7 @@ def eval_main(argv: list[str]) -> int:
     args = ap.parse_intermixed_args(argv)
     from eval.evaluator import evaluate, evaluate_shard, merge_shards, missing_shards
 
-    cfg, dtype, experiment = read_eval_recipe(args.recipe, args.overrides)
+    cfg, load, experiment = read_eval_recipe(args.recipe, args.overrides)
     if args.suite:
         cfg = _select_suites(cfg, args.suite)
     ckpt = Path(args.checkpoint)
@@ -198,7 +206,7 @@ def eval_main(argv: list[str]) -> int:
         _print_summary(merge_shards(out, args.merge_shards), out, args.json)
         return 0
     base, adapter = resolve_checkpoint(ckpt)
-    policy = _policy(cfg, base, adapter, dtype, f"{experiment}/{ckpt.resolve().name}")
+    policy = _policy(cfg, base, adapter, load, f"{experiment}/{ckpt.resolve().name}")
     label = str(adapter or base)
     if args.shard is None:
         _print_summary(evaluate(policy, cfg, out, checkpoint=label, progress=not args.quiet, endpoint=args.endpoint),
@@ -213,11 +221,11 @@ def eval_main(argv: list[str]) -> int:
     return 0
 
 
-def _policy(cfg: EvalConfig, base: Path, adapter: Path | None, dtype: str, name: str):
+def _policy(cfg: EvalConfig, base: Path, adapter: Path | None, load: LoadOptions, name: str):
     from eval.policy import HFPolicy, load_checkpoint
 
     try:
-        model, tokenizer = load_checkpoint(base, adapter, dtype)
+        model, tokenizer = load_checkpoint(base, adapter, load)
     except (OSError, ValueError) as e:
         raise EvalError(f"cannot load checkpoint {adapter or base}: {e}") from None
     pc = cfg.policy

@@ -36,19 +36,19 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
+from eval.models import LoadOptions, load_model, load_tokenizer
 from eval.rollout import tool_call_of
 
 TOOL_OPEN, TOOL_CLOSE = "<|tool_call|>", "<|/tool_call|>"
 
 
-def load_checkpoint(base: str | Path, adapter: str | Path | None = None, dtype: str = "float32"):
-    """Load base model (+ LoRA adapter) and tokenizer from local paths; never downloads."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
+def load_checkpoint(base: str | Path, adapter: str | Path | None = None, load: LoadOptions | str = "float32"):
+    """Load base model (+ LoRA adapter) and tokenizer from local paths; never downloads. `load` is
+    the recipe's model options (eval.models.LoadOptions) or just a dtype name."""
+    opts = LoadOptions(dtype=load) if isinstance(load, str) else load
     tok_src = adapter if adapter and (Path(adapter) / "tokenizer_config.json").exists() else base
-    tokenizer = AutoTokenizer.from_pretrained(str(tok_src), local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch_dtype, local_files_only=True)
+    tokenizer = load_tokenizer(tok_src, opts)
+    model = load_model(base, opts)
     if adapter:
         from peft import PeftModel
 

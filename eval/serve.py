@@ -213,13 +213,20 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     ap.add_argument("--port", type=int, default=8000, help="port (0 = any free port)")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"])
+    ap.add_argument("--attn-implementation", default="sdpa", choices=["sdpa", "eager", "flash_attention_2"])
+    ap.add_argument("--chat-template", default=None, metavar="FILE",
+                    help="Jinja chat template to render with (the recipe's model.chat_template, if it set one)")
+    ap.add_argument("--trust-remote-code", action="store_true", help="allow model code from the model folder")
     ap.add_argument("--name", default=None, help="model id reported by /v1/models (default: the folder name)")
     args = ap.parse_args(argv)
     from eval.cli import resolve_checkpoint
+    from eval.models import LoadOptions
     from eval.policy import load_checkpoint
 
     base, adapter = resolve_checkpoint(args.checkpoint)
-    model, tokenizer = load_checkpoint(base, adapter, args.dtype)
+    model, tokenizer = load_checkpoint(base, adapter, LoadOptions(
+        dtype=args.dtype, attn_implementation=args.attn_implementation, trust_remote_code=args.trust_remote_code,
+        chat_template=args.chat_template))
     try:
         server = make_server(model, tokenizer, args.host, args.port, args.name or _folder_name(args.checkpoint))
     except OSError as e:

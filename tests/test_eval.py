@@ -59,9 +59,9 @@ def test_pass_at_k_matches_counting_and_exposes_intervals():
 
 
 def test_recipe_read_without_trainer_follows_base_and_overrides(recipe):
-    cfg, dtype, experiment = read_eval_recipe(recipe, ["eval.suites.0.episodes=3", "train.rounds=9"])
+    cfg, load, experiment = read_eval_recipe(recipe, ["eval.suites.0.episodes=3", "train.rounds=9"])
     assert (cfg.seed, cfg.policy.batch_size, cfg.suites[0].episodes, cfg.suites[0].samples_per_task) == (7, 8, 3, 2)
-    assert (dtype, experiment) == ("float32", "t")
+    assert (load.dtype, load.attn_implementation, experiment) == ("float32", "sdpa", "t")
     with pytest.raises(EvalError, match=r"r.yaml: key 'eval.suites.0.episodes'"):
         read_eval_recipe(recipe, ["eval.suites.0.episodes=0"])
 

@@ -255,8 +255,15 @@ def test_same_recipe_again_changes_nothing(recipe_dir):
     assert target.read_text() == before
 
 
+def _round_done(run_dir: Path) -> None:
+    """A run that produced something (a completed round 1): only then does its recipe lock the directory."""
+    (run_dir / "rounds" / "round-0001").mkdir(parents=True)
+    (run_dir / "rounds" / "round-0001" / "manifest.json").write_text('{"round": 1}')
+
+
 def test_different_recipe_is_refused(recipe_dir):
     write_resolved(load_recipe(recipe_dir / "base.yaml"), recipe_dir / "run")
+    _round_done(recipe_dir / "run")
     before = (recipe_dir / "run" / RESOLVED_NAME).read_text()
     with pytest.raises(RecipeError) as e:
         write_resolved(load_recipe(recipe_dir / "base.yaml", ["train.learning_rate=0.02"]), recipe_dir / "run")
@@ -294,6 +301,7 @@ def test_resumption_may_extend_and_reschedule(recipe_dir, override):
                                       "eval.suites.0.episodes=17", "curve.form=edgebench"])
 def test_resumption_refuses_what_changes_results(recipe_dir, override):
     write_resolved(load_recipe(recipe_dir / "base.yaml"), recipe_dir / "run")
+    _round_done(recipe_dir / "run")
     with pytest.raises(RecipeError, match="already holds a different recipe"):
         write_resolved(load_recipe(recipe_dir / "base.yaml", [override]), recipe_dir / "run")
 

@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "submit": ("trainer.submit:main", "Render and submit the Slurm job chain of an experiment"),
     "study": ("trainer.study:main", "Run the experience study (accumulate / latest / retry / reset arms)"),
     "verify": ("trainer.verify:main", "Verify checksums of a run directory's store and checkpoints"),
+    "model": ("trainer.model_import:main", "Local model folders: import a GGUF model (model import FILE.gguf --out DIR)"),
 }
 
 

@@ -11,12 +11,13 @@ import json
 import math
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from eval.models import LoadOptions, load_model, load_tokenizer
 from trainer.cli import UserError
 
 FINAL_ADAPTER = "final-adapter"  # run_trainer saves the trained adapter here, inside the work dir
@@ -82,13 +83,17 @@ def lora_config(cfg):
                       target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM", bias="none")
 
 
-def load_policy_for_training(base_path: Path, parent_adapter: Path | None, cfg):
+def load_policy_for_training(base_path: Path, parent_adapter: Path | None, cfg, load: LoadOptions = LoadOptions()):
     """(model, tokenizer, peft_config): continue the parent's adapter when there is one (the
-    model comes back as a trainable PeftModel and peft_config is None), else a fresh LoRA."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    model comes back as a trainable PeftModel and peft_config is None), else a fresh LoRA. The
+    base loads as the recipe's `model.*` keys say (dtype, attention, 4 bit with train.lora.qlora),
+    the tokenizer with the chat template every stage renders with (eval.models)."""
+    tokenizer = load_tokenizer(base_path, load)
+    model = load_model(base_path, replace(load, load_in_4bit=load.load_in_4bit or cfg.lora.qlora))
+    if cfg.lora.qlora:
+        from peft import prepare_model_for_kbit_training
 
-    tokenizer = AutoTokenizer.from_pretrained(str(base_path), local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(str(base_path), dtype=torch.float32, local_files_only=True)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
     if parent_adapter is not None:
         from peft import PeftModel
 
@@ -96,8 +101,14 @@ def load_policy_for_training(base_path: Path, parent_adapter: Path | None, cfg):
     return model, tokenizer, lora_config(cfg)
 
 
+def mixed_precision(dtype: str, on_gpu: bool) -> dict[str, bool]:
+    """bf16 / fp16 mixed precision for half-precision weights on a GPU; the CPU trains in the
+    weights' own dtype (float32 by default)."""
+    return {"bf16": on_gpu and dtype in ("bfloat16", "auto"), "fp16": on_gpu and dtype == "float16"}
+
+
 def build_trainer_args(cfg, seed: int, work_dir: Path, learning_rate: float,
-                       deepspeed_config: str | None) -> dict[str, Any]:
+                       deepspeed_config: str | None, load: LoadOptions = LoadOptions()) -> dict[str, Any]:
     """TrainingArguments shared by every method's TRL config. Data order comes from `seed` alone
     (accelerate's seedable sampler, same permutation on any number of processes), so a resumed
     or multi-process round sees the same batches as a single uninterrupted one."""
@@ -121,13 +132,27 @@ def build_trainer_args(cfg, seed: int, work_dir: Path, learning_rate: float,
         seed=seed,
         data_seed=seed,
         use_cpu=not on_gpu,
-        bf16=False,
+        **mixed_precision(load.dtype, on_gpu),
+        activation_checkpointing=cfg.gradient_checkpointing,  # transformers' name (non-reentrant by default)
+        use_liger_kernel=liger_available(cfg.liger_kernel),
         ddp_backend="gloo" if dist_env().distributed and not on_gpu else None,
         dataloader_num_workers=0,
         deepspeed=deepspeed_config,
         disable_tqdm=True,  # run_trainer draws its own bar; the default printer is removed there
         log_level="warning",
     )
+
+
+def liger_available(wanted: bool) -> bool:
+    """train.liger_kernel: Liger's fused kernels (TRL's use_liger_kernel) need the package and a GPU."""
+    if not wanted:
+        return False
+    import importlib.util
+
+    if importlib.util.find_spec("liger_kernel") is None or not torch.cuda.is_available():
+        raise UserError("train.liger_kernel=true needs a GPU and the liger-kernel package (pip install liger-kernel); "
+                        "set it to false on this machine")
+    return True
 
 
 # ---- resume --------------------------------------------------------------------------------------

@@ -21,7 +21,15 @@ class TinyModelConfig(Section):
 
 class ModelConfig(Section):
     name_or_path: str = Field(..., description="'tiny' (built locally from a config) or a local path / hub id of a causal LM")
-    dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field("float32", description="Weights dtype")
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field(
+        "float32", description="Weights dtype in training, evaluation and serving; bfloat16/float16 train in mixed precision on a GPU ('auto': as the checkpoint stores them)"
+    )
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field(
+        "sdpa", description="Attention kernel (flash_attention_2 needs the flash-attn package and a GPU)"
+    )
+    chat_template: str | None = Field(
+        None, description="Jinja chat-template file used instead of the tokenizer's own, in training, evaluation and serving (path relative to the recipe)"
+    )
     tiny: TinyModelConfig = Field(default_factory=TinyModelConfig, description="Shape of the tiny model when name_or_path is 'tiny'")
     trust_remote_code: bool = Field(False, description="Allow model code from the model repo (off: never execute downloaded code)")
 
@@ -61,6 +69,8 @@ class TrainConfig(Section):
     deepspeed: Literal["none", "zero2", "zero3"] = Field("none", description="Named DeepSpeed config shipped with flywheel")
     nproc: int = Field(1, ge=1, description="Local processes for a round (torchrun); Slurm uses nodes x gpus")
     grpo_generations: int = Field(4, ge=2, description="GRPO: completions per prompt")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass (less memory, ~30% more compute)")
+    liger_kernel: bool = Field(False, description="Use Liger's fused kernels through TRL (needs the liger-kernel package and a GPU)")
     lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA adapter")
 
 
@@ -86,6 +96,7 @@ class SlurmConfig(Section):
     gpus_per_node: int = Field(0, ge=0, description="GPUs per node (0 = CPU job)")
     cpus_per_task: int = Field(2, ge=1, description="CPUs per task")
     mem: str | None = Field(None, description="Memory per node, e.g. 200G")
+    gpu_memory_gb: float | None = Field(None, gt=0, description="Memory of one GPU (GB): recipe show / submit warn when the round's memory plan does not fit")
     time_train: str = Field("04:00:00", description="Time limit of a training round")
     time_eval: str = Field("02:00:00", description="Time limit of an eval element")
     eval_shards: int = Field(2, ge=1, description="Eval array elements per checkpoint")

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from eval.models import LoadOptions
 from trainer.common import build_trainer_args, load_policy_for_training, run_trainer
 from trainer.reference import drop_reference, set_reference
 
@@ -38,15 +39,15 @@ _TASK = re.compile(r"/d(\d+)/s(\d+)$")  # built-in task ids: "<suite>/d<difficul
 
 def train(base_path: Path, parent_adapter: Path | None, dataset, cfg, seed: int, work_dir: Path,
           learning_rate: float, deepspeed_config: str | None = None,
-          reference_adapter: Path | None = None) -> dict:
+          reference_adapter: Path | None = None, load: LoadOptions = LoadOptions()) -> dict:
     """Train one round on the tasks of `dataset`; returns metrics and the trained PEFT model."""
     from trl import GRPOConfig, GRPOTrainer
 
     # 1. setup: the replayable tasks, the policy, the trainer config, the reference policy
     dataset, tasks = replayable_tasks(dataset)
-    model, tokenizer, peft_config = load_policy_for_training(base_path, parent_adapter, cfg)
+    model, tokenizer, peft_config = load_policy_for_training(base_path, parent_adapter, cfg, load)
     args = GRPOConfig(
-        **build_trainer_args(cfg, seed, work_dir, learning_rate, deepspeed_config),
+        **build_trainer_args(cfg, seed, work_dir, learning_rate, deepspeed_config, load),
         beta=cfg.beta,
         num_generations=cfg.grpo_generations,
         max_completion_length=cfg.max_length,
@@ -145,25 +146,27 @@ def _mix(parts: list[int]) -> int:
     return int(hashlib.sha256("-".join(map(str, parts)).encode()).hexdigest()[:8], 16)
 
 
+def _tools_of(t) -> list | None:
+    tools = t.metadata.get("tools")
+    return tools if isinstance(tools, list) and tools else None
+
+
 def episode_tokens(trajs, tokenizer, max_length: int) -> dict:
     """Token ids of each episode split at the end of its prompt, the mask of the policy's own
-    tokens (the chat template's generation marks), and the outcome score as an extra field."""
+    tokens (eval.models.assistant_mask), and the outcome score as an extra field."""
     from data_pipeline.builders import chat_message
+    from eval.models import TemplateError, assistant_mask
 
     out: dict[str, list] = {"prompt_ids": [], "completion_ids": [], "env_mask": [], "env_score": []}
     for t in trajs:
         msgs = [chat_message(m) for m in t.messages]
         first = next(i for i, m in enumerate(msgs) if m["role"] == "assistant")
-        prompt = list(tokenizer.apply_chat_template(msgs[:first], add_generation_prompt=True, tokenize=True,
-                                                    return_dict=True)["input_ids"])
-        full = tokenizer.apply_chat_template(msgs, tokenize=True, return_dict=True,
-                                             return_assistant_tokens_mask=True)
-        ids, mask = list(full["input_ids"]), list(full["assistant_masks"])
+        prompt = list(tokenizer.apply_chat_template(msgs[:first], tools=_tools_of(t), add_generation_prompt=True,
+                                                    tokenize=True, return_dict=True)["input_ids"])
+        ids, mask = assistant_mask(tokenizer, msgs, _tools_of(t))
         if ids[:len(prompt)] != prompt:
-            raise ValueError("GRPO rollouts need a prefix-stable chat template (the prompt must render as a "
-                             "prefix of the whole episode)")
-        if not any(mask):
-            raise ValueError("GRPO rollouts need a chat template with {% generation %} marks on assistant turns")
+            raise TemplateError("GRPO rollouts need a prefix-stable chat template (the prompt must render as a "
+                                "prefix of the whole episode); set model.chat_template to one")
         room = max(1, max_length - len(prompt))  # train.max_length bounds prompt + episode
         out["prompt_ids"].append(prompt)
         out["completion_ids"].append(ids[len(prompt):][:room])

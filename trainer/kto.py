@@ -15,21 +15,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from eval.models import LoadOptions
 from trainer.common import build_trainer_args, load_policy_for_training, run_trainer
 from trainer.reference import drop_reference, set_reference
 
 
 def train(base_path: Path, parent_adapter: Path | None, dataset, cfg, seed: int, work_dir: Path,
           learning_rate: float, deepspeed_config: str | None = None,
-          reference_adapter: Path | None = None) -> dict:
+          reference_adapter: Path | None = None, load: LoadOptions = LoadOptions()) -> dict:
     """Train one round on `dataset`; returns metrics and the trained PEFT model under "model"."""
     from trl import KTOConfig, KTOTrainer
 
     # 1. setup: base (+ the parent's adapter, trainable), the trainer config, the reference policy
-    model, tokenizer, peft_config = load_policy_for_training(base_path, parent_adapter, cfg)
+    model, tokenizer, peft_config = load_policy_for_training(base_path, parent_adapter, cfg, load)
     desirable = sum(bool(x) for x in dataset["label"])
     args = KTOConfig(
-        **build_trainer_args(cfg, seed, work_dir, learning_rate, deepspeed_config),
+        **build_trainer_args(cfg, seed, work_dir, learning_rate, deepspeed_config, load),
         beta=cfg.beta,
         max_length=cfg.max_length,
         # Logged agents mostly fail: weigh the rarer side up so both sides pull equally

@@ -14,8 +14,9 @@ from pathlib import Path
 
 from eval.config import EvalConfig
 from trainer import tracking
+from trainer.model_check import require_loadable
 from trainer.recipe import Recipe, load_recipe, write_resolved
-from trainer.round import checkpoint_paths, ensure_round0, train_round
+from trainer.round import checkpoint_paths, ensure_round0, load_options, train_round
 from trainer.rundir import RunDir
 
 
@@ -30,7 +31,7 @@ def evaluate_round(recipe: Recipe, run: RunDir, r: int, eval_cfg: EvalConfig | N
 
     eval_cfg = eval_cfg or recipe.eval
     base, adapter = checkpoint_paths(run, run.manifest(r))
-    model, tokenizer = load_checkpoint(base, adapter, recipe.model.dtype)
+    model, tokenizer = load_checkpoint(base, adapter, load_options(recipe))
     pc = eval_cfg.policy
     policy = HFPolicy(model, tokenizer, temperature=pc.temperature, constrained=pc.constrained,
                       max_new_tokens=pc.max_new_tokens, name=f"{recipe.experiment}/round-{r:04d}")
@@ -51,6 +52,7 @@ def refresh_curve_and_report(recipe: Recipe, run: RunDir) -> dict:
 
 
 def run_experiment(recipe: Recipe, fork: bool = False, progress: bool = True) -> RunDir:
+    require_loadable(recipe)  # a model that cannot load stops here, before the run directory is touched
     run = RunDir(recipe.run_path())
     with run.lock("run"):
         write_resolved(recipe, run.root, fork=fork)

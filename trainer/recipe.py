@@ -16,6 +16,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -56,6 +57,7 @@ class Recipe(Section):
 
     # Where the recipe came from (files from base to top, then overrides); not part of the hash.
     _sources: list[str] = PrivateAttr(default_factory=list)
+    _layers: list = PrivateAttr(default_factory=list)  # the same layers with their key lines, for `where`
 
     def resolved_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -70,6 +72,11 @@ class Recipe(Section):
     @property
     def sources(self) -> list[str]:
         return list(self._sources)
+
+    def where(self, path: tuple) -> str:
+        """`file:line` of the layer that set the key at `path` (as RecipeError messages name it)."""
+        top = next((s.label for s in reversed(self._layers) if not s.label.startswith("override")), "recipe")
+        return _locate(path, self._layers, top)
 
 
 class RecipeError(Exception):
@@ -534,6 +541,7 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         sources.append(_Source(label=f"override '{text}'", lines={key_path: None}, leaves={key_path}))
     recipe = _validate(data, sources, str(path))
     recipe._sources = [s.label for s in sources]
+    recipe._layers = sources
     return recipe
 
 
@@ -621,13 +629,15 @@ def read_resolved(run_dir: str | Path) -> dict | None:
     return data
 
 
-def _compare_with_run(old_doc: dict, new: dict, meta: dict, target: Path, fork: bool) -> dict | None:
+def _compare_with_run(old_doc: dict, new: dict, meta: dict, target: Path, fork: bool,
+                      unproduced: bool = False) -> dict | None:
     """The history event of rerunning into a run directory (None: nothing changed); refuses a
-    different recipe unless `fork`."""
+    different recipe unless `fork`, or `unproduced` (the run holds nothing made under the old
+    recipe, so the new one replaces it)."""
     old = {k: v for k, v in old_doc.items() if k not in RESOLVED_META_KEYS}
     changes = _differences(old, new)
     blocking = [c for c in changes if not resume_neutral(*c)]
-    if blocking and not fork:
+    if blocking and not fork and not unproduced:
         listed = "; ".join(_change_text(*c) for c in blocking[:8])
         raise RecipeError(
             f"{target}: this run directory already holds a different recipe (hash {old_doc.get('recipe_hash')}, "
@@ -637,7 +647,7 @@ def _compare_with_run(old_doc: dict, new: dict, meta: dict, target: Path, fork: 
         return None
     return {
         "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "event": "fork" if blocking else "resume",
+        "event": ("fork" if fork else "replace") if blocking else "resume",
         "from_hash": old_doc.get("recipe_hash"), "to_hash": meta["recipe_hash"],
         "from_code_version": old_doc.get("code_version"), "to_code_version": meta["code_version"],
         "changed": [_change_text(*c) for c in changes],
@@ -650,7 +660,12 @@ def write_resolved(recipe: Recipe, run_dir: str | Path | None = None, fork: bool
     A run directory holding a different resolved recipe is refused (RecipeError) unless `fork`:
     then the old file is kept as `recipe.resolved.<old hash>.yaml` and the fork is recorded under
     `history`. Changes that `resume_neutral` allows (more `train.rounds`, tracking, scheduling) and
-    a new code version are recorded under `history` without a fork."""
+    a new code version are recorded under `history` without a fork. A run that failed before
+    producing anything (`RunDir.produced` is empty: no round beyond a bare round 0, no experience,
+    no store batch, no submitted job) does not lock its recipe: a changed one replaces it (event
+    `replace`, with a note on stderr), and what the old recipe alone built is removed."""
+    from trainer.rundir import RunDir  # the run layout; imported here to keep recipe loading light
+
     run_dir = Path(run_dir) if run_dir is not None else recipe.run_path()
     target = run_dir / RESOLVED_NAME
     new = recipe.resolved_dict()
@@ -658,11 +673,19 @@ def write_resolved(recipe: Recipe, run_dir: str | Path | None = None, fork: bool
     history: list = []
     old_doc = read_resolved(run_dir)
     if old_doc is not None:
-        event = _compare_with_run(old_doc, new, meta, target, fork)
+        run = RunDir(run_dir)
+        unproduced = not run.produced()
+        event = _compare_with_run(old_doc, new, meta, target, fork, unproduced)
         if event is None:
             return target
         if event["event"] == "fork":
             (run_dir / f"recipe.resolved.{old_doc.get('recipe_hash', 'old')}.yaml").write_text(target.read_text())
+        if event["event"] in ("fork", "replace") and unproduced:
+            run.clear_unproduced()  # a bare round 0 names the old base model; the new recipe writes its own
+        if event["event"] == "replace":
+            print(f"note: {target}: the recipe changed ({'; '.join(event['changed'][:8])}); the run directory holds "
+                  "no results yet (no round, experience or store batch), so the new recipe replaces the recorded "
+                  "one (no --fork needed)", file=sys.stderr)
         history = [*(old_doc.get("history") or []), event]
     run_dir.mkdir(parents=True, exist_ok=True)
     doc = {**meta, **new, "history": history}

@@ -1,7 +1,12 @@
-"""`flywheel recipe show RECIPE [key.sub=value ...]` prints the resolved recipe with its hash;
+"""`flywheel recipe show RECIPE [key.sub=value ...]` prints the resolved recipe with its hash
+(stdout) and the round's memory plan per GPU (stderr, see trainer/memory_plan.py);
 `flywheel recipe check PATH...` validates recipe files (folders recursively), one line per file.
 
-Both exit 2 on a bad recipe, like every user error of the `flywheel` command."""
+Both exit 2 on a bad recipe, like every user error of the `flywheel` command. `check` also asks
+whether each recipe's model loads on this machine without network (trainer/model_check.py): a local
+model path that is missing or incomplete fails the file, while a hub id absent from this machine's
+Hugging Face cache is only a warning, since the recipe may run where the cache holds it (a cluster
+whose login node downloaded it); `flywheel run/train/submit` refuse it before any work."""
 from __future__ import annotations
 
 import argparse
@@ -10,7 +15,9 @@ from pathlib import Path
 
 import yaml
 
-from trainer.recipe import RecipeError, code_version, load_recipe
+from trainer.memory_plan import fit_warning, memory_plan
+from trainer.model_check import is_local_path, recipe_model_problem
+from trainer.recipe import Recipe, RecipeError, code_version, load_recipe
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -19,7 +26,10 @@ def _parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", help="Print the resolved recipe (defaults, bases, overrides applied) with its hash")
     show.add_argument("recipe", help="Recipe YAML file")
     show.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.learning_rate=5e-4")
-    check = sub.add_parser("check", help="Validate recipe files; folders are searched recursively for *.yaml / *.yml")
+    check = sub.add_parser("check", help="Validate recipe files; folders are searched recursively for *.yaml / *.yml",
+                           description="Validate recipe files, and check that each one's model loads here without "
+                                       "network: a missing or incomplete local model path fails; a hub id not in "
+                                       "this machine's Hugging Face cache only warns (it may be cached where it runs)")
     check.add_argument("paths", nargs="+", help="Recipe files or folders")
     return parser
 
@@ -30,7 +40,19 @@ def show(path: str, overrides: list[str]) -> int:
     print(f"# resolved from: {' <- '.join(reversed(recipe.sources))}")
     doc = {"recipe_hash": recipe.hash(), "code_version": code_version(), **recipe.resolved_dict()}
     print(yaml.safe_dump(doc, sort_keys=False, default_flow_style=False), end="")
+    print_memory_plan(recipe)
     return 0
+
+
+def print_memory_plan(recipe: Recipe) -> None:
+    """The round's memory plan on stderr as comment lines (stdout stays the loadable recipe),
+    and a warning when it exceeds slurm.gpu_memory_gb."""
+    plan = memory_plan(recipe)
+    for line in plan.lines():
+        print(f"# {line}", file=sys.stderr)
+    warning = fit_warning(recipe, plan)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def recipe_files(paths: list[str]) -> list[Path]:
@@ -48,12 +70,22 @@ def recipe_files(paths: list[str]) -> list[Path]:
     return files
 
 
+def model_verdict(recipe: Recipe) -> tuple[str | None, bool]:
+    """(the recipe's model problem or None, whether it fails the check): a local path must load
+    here; a hub id missing from this machine's cache may be cached where the recipe runs."""
+    problem = recipe_model_problem(recipe)
+    return problem, problem is not None and is_local_path(recipe.model.name_or_path)
+
+
 def check(paths: list[str]) -> int:
     files = recipe_files(paths)
-    failed = 0
+    failed = warned = 0
     for f in files:
         try:
             recipe = load_recipe(f)
+            problem, fatal = model_verdict(recipe)
+            if fatal:
+                raise RecipeError(problem)
         except RecipeError as e:
             failed += 1
             first, *more = e.problems
@@ -61,11 +93,14 @@ def check(paths: list[str]) -> int:
             for line in more:
                 print(f"      {line}", file=sys.stderr)
         else:
-            print(f"ok    {f}  (experiment {recipe.experiment}, hash {recipe.hash()})")
+            print(f"ok    {f}  (experiment {recipe.experiment}, hash {recipe.hash()})", flush=True)
+            if problem:
+                warned += 1
+                print(f"warn  {problem}", file=sys.stderr)
     if failed:
         print(f"{failed} of {len(files)} recipe file(s) failed", file=sys.stderr)
         return 2
-    print(f"{len(files)} recipe file(s) ok")
+    print(f"{len(files)} recipe file(s) ok" + (f" ({warned} with a model warning)" if warned else ""))
     return 0
 
 

@@ -38,6 +38,7 @@ from trainer import tracking
 from trainer.cli import UserError
 from trainer.common import (FINAL_ADAPTER, TrainingDiverged, dist_env, quiet_libraries, remove_checkpoints,
                             set_progress)
+from trainer.model_check import require_loadable
 from trainer.recipe import RESOLVED_NAME, Recipe, code_version, load_recipe, write_resolved
 from trainer.rundir import RunDir, atomic_write_json, dir_checksums, write_dir_atomically
 
@@ -58,6 +59,13 @@ def heldout_spec(recipe: Recipe) -> HeldoutSpec:
         spec = HeldoutSpec(task_ids=spec.task_ids | extra.task_ids, suites=spec.suites | extra.suites,
                            patterns=spec.patterns + extra.patterns)
     return spec
+
+
+def load_options(recipe: Recipe):
+    """How every stage of this experiment loads its model (eval.models.LoadOptions)."""
+    from eval.models import LoadOptions
+
+    return LoadOptions.of(recipe.model, load_in_4bit=recipe.train.lora.qlora)
 
 
 def base_model_path(recipe: Recipe, run: RunDir) -> Path:
@@ -114,7 +122,7 @@ def collect(recipe: Recipe, run: RunDir, r: int, parent: dict, progress: bool = 
     from eval.suites import get_suite
 
     base, adapter = checkpoint_paths(run, parent)
-    model, tokenizer = load_checkpoint(base, adapter, recipe.model.dtype)
+    model, tokenizer = load_checkpoint(base, adapter, load_options(recipe))
     pc = recipe.collect.policy
     policy = HFPolicy(model, tokenizer, temperature=pc.temperature, constrained=pc.constrained,
                       max_new_tokens=pc.max_new_tokens, name=f"{recipe.experiment}/round-{parent['round']:04d}")
@@ -308,7 +316,8 @@ def fit_round(recipe: Recipe, run: RunDir, r: int) -> dict | None:
         try:
             reference = {"reference_adapter": Path(sel["reference_adapter"])} if sel.get("reference_adapter") else {}
             result = module.train(Path(sel["base_model"]), parent_adapter, dataset, recipe.train, sel["seed"], work,
-                                  lr, deepspeed_config_path(recipe.train.deepspeed), **reference)
+                                  lr, deepspeed_config_path(recipe.train.deepspeed), **reference,
+                                  load=load_options(recipe))
         except TrainingDiverged as e:
             if env.is_main:
                 record_failure(recipe, run, r, str(e), lr)
@@ -472,6 +481,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
     recipe = load_recipe(args.recipe, args.overrides)
+    require_loadable(recipe)  # before the lock, the resolved recipe or any stage touches the run directory
     run = RunDir(recipe.run_path())
     env = dist_env()
     set_progress(not args.quiet)

@@ -103,6 +103,31 @@ class RunDir:
         return sorted(int(p.name.split("-")[1]) for p in rounds.glob("round-*")
                       if (p / "manifest.json").exists())
 
+    def _bare_round0(self, p: Path) -> bool:
+        """Round 0's directory holding only its manifest (no eval yet): the recipe alone decides it."""
+        if p.name not in (self.round_dir(0).name, f".{self.round_dir(0).name}.tmp"):
+            return False
+        return all(q.name == "manifest.json" for q in p.rglob("*"))
+
+    def produced(self) -> list[Path]:
+        """What the run has produced under its recipe: committed store batches, collected experience,
+        rounds (beyond a bare round 0), work dirs, failure records, submitted Slurm jobs. Empty when
+        it failed before producing anything; its recipe then does not lock the directory."""
+        rounds = self.root / "rounds"
+        found = sorted(self.store.glob("batches/batch-*/manifest.json"))
+        found += sorted(self.experience.glob("*")) if self.experience.is_dir() else []
+        found += sorted(p for p in rounds.iterdir() if not self._bare_round0(p)) if rounds.is_dir() else []
+        jobs = self.root / "slurm" / "jobs.json"
+        return found + ([jobs] if jobs.exists() else [])
+
+    def clear_unproduced(self) -> None:
+        """Remove what the recipe alone built (a bare round 0, the tiny base model), so that a
+        replacing recipe builds its own. Only for a run that `produced` nothing."""
+        if self.produced():  # a guard, never reached through write_resolved: results are never removed
+            raise RuntimeError(f"{self.root} holds results; refusing to clear it")
+        for p in (self.round_dir(0), self.round_dir(0).with_name(f".{self.round_dir(0).name}.tmp"), self.base_model):
+            shutil.rmtree(p, ignore_errors=True)
+
     @contextlib.contextmanager
     def lock(self, what: str) -> Iterator[None]:
         """One writer per experiment: a second `flywheel run/train` on the same run refuses."""

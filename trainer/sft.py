@@ -1,7 +1,10 @@
 """SFT round: supervised fine-tuning of a LoRA adapter on successful trajectories.
 
-Drives TRL's `SFTTrainer` (conversational `messages` data, assistant-only loss through the chat
-template's `{% generation %}` marks). With `train.packing`, trajectories are packed best-fit
+Drives TRL's `SFTTrainer` on conversations tokenized here with their assistant mask
+(`eval.models.assistant_mask`: the template's `{% generation %}` marks, or growing prefixes for a
+template without them, such as the ChatML that SmolLM2 ships), so the loss is on the assistant's
+tokens for any prefix-stable template, and the conversation is rendered exactly as evaluation and
+serving render it. With `train.packing`, trajectories are packed best-fit
 decreasing into rows of `train.max_length` tokens and trained padding-free (TRL's "bfd" strategy:
 one flattened sequence per batch, position ids restart at each trajectory so attention stays
 inside it); the assistant mask survives packing, so the loss is still on assistant tokens only.
@@ -13,15 +16,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from eval.models import LoadOptions
 from trainer.common import build_trainer_args, load_policy_for_training, run_trainer
 
 
-def sft_args(cfg, seed: int, work_dir: Path, learning_rate: float, deepspeed_config: str | None):
+def sft_args(cfg, seed: int, work_dir: Path, learning_rate: float, deepspeed_config: str | None,
+             load: LoadOptions = LoadOptions()):
     from trl import SFTConfig
 
     return SFTConfig(
-        **build_trainer_args(cfg, seed, work_dir, learning_rate, deepspeed_config),
-        assistant_only_loss=True,
+        **build_trainer_args(cfg, seed, work_dir, learning_rate, deepspeed_config, load),
+        assistant_only_loss=False,  # the rows carry their own assistant_masks (tokenize_conversations)
         max_length=cfg.max_length,
         packing=cfg.packing,
         packing_strategy="bfd",  # whole trajectories per row, overflow truncated; implies padding-free
@@ -30,19 +35,46 @@ def sft_args(cfg, seed: int, work_dir: Path, learning_rate: float, deepspeed_con
     )
 
 
+def tokenize_conversations(dataset, tokenizer):
+    """`messages` (+ `tools`) rows -> `input_ids` and `assistant_masks`, which TRL turns into labels
+    (-100 off the assistant's tokens). Tool-use rows need a template that renders tool calls."""
+    from eval.models import assistant_mask, check_renders_tool_calls
+
+    if any(m.get("tool_calls") for row in dataset["messages"] for m in row):
+        check_renders_tool_calls(tokenizer)
+
+    def encode(row):
+        ids, mask = assistant_mask(tokenizer, _clean(row["messages"]), row.get("tools"))
+        return {"input_ids": ids, "assistant_masks": mask}
+
+    return dataset.map(encode, remove_columns=dataset.column_names)
+
+
+def _clean(messages: list[dict]) -> list[dict]:
+    """Arrow fills absent keys with None; templates test for presence (`message.tool_calls`), so
+    drop them, and give tool-call turns without text an empty string (ChatML concatenates it)."""
+    out = []
+    for m in messages:
+        m = {k: v for k, v in m.items() if v is not None and v != []}
+        m.setdefault("content", "")
+        out.append(m)
+    return out
+
+
 def build_trainer(base_path: Path, parent_adapter: Path | None, dataset, cfg, seed: int, work_dir: Path,
-                  learning_rate: float, deepspeed_config: str | None = None):
+                  learning_rate: float, deepspeed_config: str | None = None, load: LoadOptions = LoadOptions()):
     """The round's SFTTrainer: base (+ the parent's adapter, trainable) and the round's config."""
     from trl import SFTTrainer
 
-    model, tokenizer, peft_config = load_policy_for_training(base_path, parent_adapter, cfg)
-    args = sft_args(cfg, seed, work_dir, learning_rate, deepspeed_config)
-    return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+    model, tokenizer, peft_config = load_policy_for_training(base_path, parent_adapter, cfg, load)
+    args = sft_args(cfg, seed, work_dir, learning_rate, deepspeed_config, load)
+    return SFTTrainer(model=model, args=args, train_dataset=tokenize_conversations(dataset, tokenizer),
+                      processing_class=tokenizer,
                       peft_config=peft_config)
 
 
 def train(base_path: Path, parent_adapter: Path | None, dataset, cfg, seed: int, work_dir: Path,
-          learning_rate: float, deepspeed_config: str | None = None) -> dict:
+          learning_rate: float, deepspeed_config: str | None = None, load: LoadOptions = LoadOptions()) -> dict:
     """Train one round on `dataset` (column `messages`); returns the metrics and the trained PEFT
     model, whose adapter run_trainer also saved to work_dir/final-adapter."""
     # 1. setup

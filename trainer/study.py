@@ -44,6 +44,7 @@ import numpy as np
 
 from trainer.cli import UserError
 from trainer.config import ArmConfig
+from trainer.model_check import require_loadable
 from trainer.recipe import Recipe, load_recipe
 from trainer.rundir import RunDir, atomic_write_json, atomic_write_text
 
@@ -186,10 +187,10 @@ def _write_rows(path: Path, rows: list[dict]) -> None:
 
 def _policy(recipe: Recipe, run: RunDir, r: int, pc, what: str):
     from eval.policy import HFPolicy, load_checkpoint
-    from trainer.round import checkpoint_paths
+    from trainer.round import checkpoint_paths, load_options
 
     base, adapter = checkpoint_paths(run, run.manifest(r))
-    model, tokenizer = load_checkpoint(base, adapter, recipe.model.dtype)
+    model, tokenizer = load_checkpoint(base, adapter, load_options(recipe))
     return HFPolicy(model, tokenizer, temperature=pc.temperature, constrained=pc.constrained,
                     max_new_tokens=pc.max_new_tokens, name=f"{recipe.experiment}/round-{r:04d}/{what}")
 
@@ -617,6 +618,8 @@ def run_study(study_path: str, overrides: list[str], arms_arg: str | None = None
     """Run (or resume) every selected arm x seed locally, then write the study report."""
     study = load_recipe(study_path, overrides)
     check_study(study, study_path)
+    if not report_only:
+        require_loadable(study)  # before any arm starts (each arm's run checks its own model again)
     arms, seeds = select(study, arms_arg, seeds_arg)
     timings = _timings(study)
     missing = []

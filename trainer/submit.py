@@ -33,6 +33,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from trainer.cli import UserError
+from trainer.model_check import require_loadable, warn_unloadable
 from trainer.recipe import Recipe, load_recipe, write_resolved
 from trainer.rundir import RunDir, atomic_write_json, atomic_write_text
 
@@ -460,7 +461,8 @@ def main(argv: list[str]) -> int:
     recipe = load_recipe(args.recipe, overrides)
     ctx = make_context(recipe)
     run = RunDir(ctx.run_dir)
-    if args.dry_run:
+    if args.dry_run:  # it only shows the jobs, maybe on a machine that is not the cluster
+        warn_unloadable(recipe, "the jobs would stop at their start; a real submit refuses it")
         jobs = _read_jobs(ctx)["jobs"]
         alive: dict[str, str] = {}
         if jobs and shutil.which("squeue"):
@@ -473,6 +475,7 @@ def main(argv: list[str]) -> int:
         return 0
     if not shutil.which("sbatch"):
         raise UserError("sbatch is not on PATH: run flywheel submit on a Slurm login node (or --dry-run to see the jobs)")
+    require_loadable(recipe)  # on the login node, before the run directory is written or any job queued
     with _submit_lock(ctx):
         write_resolved(recipe, ctx.run_dir, fork=args.fork)
         from trainer.round import ensure_round0
