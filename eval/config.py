@@ -12,7 +12,9 @@ class SuiteConfig(Section):
     name: str = Field(..., description="Built-in suite name (maze, ...) or an external suite YAML path")
     difficulty: int = Field(1, ge=1, le=50, description="Difficulty knob: sets the task size and horizon")
     episodes: int = Field(100, ge=1, description="Held-out episodes (tasks) evaluated per checkpoint")
-    samples_per_task: int = Field(1, ge=1, description="Samples per task (k for pass@k; >1 = high-resolution mode)")
+    samples_per_task: int = Field(
+        1, ge=1, description="Episodes per task: eval k for pass@k (>1 = high-resolution mode); collect: attempts per training task (pairs for DPO)"
+    )
 
 
 class PolicyConfig(Section):

@@ -142,6 +142,8 @@ def _external_rows(sc: SuiteConfig, checkpoint: str, endpoint: str | None, out_d
     from eval.external import load_external_suite
 
     suite = load_external_suite(sc.name)
+    if "timeout_s" not in suite.config.model_fields_set:  # the suite file's own time-out wins
+        suite.config = suite.config.model_copy(update={"timeout_s": eval_cfg.timeout_s})
     ids = suite.task_ids
     picked = shard_indices(len(ids), shard)
     with _endpoint_for(suite, endpoint, policy) as url:

@@ -540,6 +540,9 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         key_path = apply_override(data, text)
         sources.append(_Source(label=f"override '{text}'", lines={key_path: None}, leaves={key_path}))
     recipe = _validate(data, sources, str(path))
+    template = recipe.model.chat_template
+    if template and not Path(template).expanduser().is_absolute():  # relative to the recipe file
+        recipe.model.chat_template = str((path.parent / template).resolve())
     recipe._sources = [s.label for s in sources]
     recipe._layers = sources
     return recipe

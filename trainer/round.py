@@ -134,9 +134,10 @@ def collect(recipe: Recipe, run: RunDir, r: int, parent: dict, progress: bool = 
         step = len(seeds) if budget_h is None else pc.batch_size
         share_s = None if budget_h is None else budget_h * 3600.0 * sc.episodes / pool
         first = len(trajs)
-        for start in range(0, len(seeds), step):  # one batch at a time, so a spent budget stops early
+        for sample, start in _batches(len(seeds), step, sc.samples_per_task):  # a spent budget stops early
             trajs += run_episodes(suite, sc.difficulty, seeds[start:start + step], policy, batch_size=pc.batch_size,
-                                  rng_seed=round_seed(recipe, r), desc=f"round {r} collect {sc.name}", progress=progress)
+                                  rng_seed=round_seed(recipe, r) + sample, desc=f"round {r} collect {sc.name}",
+                                  progress=progress)
             if share_s is not None and _spent_to(trajs, share_s, first):
                 break
     tmp = out.with_name(out.name + ".tmp")
@@ -144,6 +145,12 @@ def collect(recipe: Recipe, run: RunDir, r: int, parent: dict, progress: bool = 
     write_jsonl(trajs, tmp)
     tmp.rename(out)
     return out
+
+
+def _batches(n: int, step: int, samples: int):
+    """(sample, first seed index) of each collection batch: every task once, then again for each
+    further sample (`samples_per_task`, each attempt with its own random draws)."""
+    return [(sample, start) for sample in range(samples) for start in range(0, n, step)]
 
 
 def _spent_to(trajs: list, budget_s: float, first: int) -> bool:

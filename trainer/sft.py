@@ -78,6 +78,7 @@ def train(base_path: Path, parent_adapter: Path | None, dataset, cfg, seed: int,
     """Train one round on `dataset` (column `messages`); returns the metrics and the trained PEFT
     model, whose adapter run_trainer also saved to work_dir/final-adapter."""
     # 1. setup
-    trainer = build_trainer(base_path, parent_adapter, dataset, cfg, seed, work_dir, learning_rate, deepspeed_config)
+    trainer = build_trainer(base_path, parent_adapter, dataset, cfg, seed, work_dir, learning_rate, deepspeed_config,
+                            load)
     # 2. train (resuming from work_dir/checkpoint-* when a killed run left one) 3. hand back
     return run_trainer(trainer, work_dir, cfg.grad_norm_limit)
