@@ -43,7 +43,8 @@ def episodes_per_s(model, tokenizer, suite, difficulty: int, seeds: list[int], i
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--checkpoint", help="round checkpoint dir or model folder (default: the tiny model)")
+    ap.add_argument("--checkpoint", "--model", dest="checkpoint",
+                    help="round checkpoint dir or model folder (default: the tiny model)")
     ap.add_argument("--suite", default="maze")
     ap.add_argument("--difficulty", type=int, default=3)
     ap.add_argument("--episodes", type=int, default=64, help="episodes of the batched arm")

@@ -10,8 +10,9 @@ same run, in trained tokens per second (tokens that carry loss: assistant, never
    SFT dataset exactly as a round does.
 2. flywheel: the round's own trainer (`trainer.sft.build_trainer`: assistant-only loss, packing
    best-fit decreasing into rows of --max-length tokens, padding-free).
-3. baseline: `SFTTrainer` with default settings (padded batches of --baseline-batch trajectories),
-   except assistant_only_loss=True so both optimise the same loss, and the same LoRA and LR.
+3. baseline: `SFTTrainer` with default settings (padded batches of --baseline-batch trajectories)
+   on the same rows tokenized with the same assistant mask, so both optimise the same loss, and
+   the same LoRA and LR.
 Both train one epoch over the same trajectories; the first step (warm-up) is left out of the
 timing. Each prints its non-pad token share per batch. The last stdout line is one JSON object:
 flywheel_tokens_per_s, baseline_tokens_per_s, speedup, nonpad_share (flywheel, mean per batch),
@@ -106,29 +107,40 @@ def run_flywheel(base: Path, dataset, work: Path, args) -> dict:
 
     cfg = TrainConfig(packing=True, max_length=args.max_length, batch_size=args.flywheel_batch, epochs=1,
                       save_steps=10**9, learning_rate=args.lr)
-    trainer = build_trainer(base, None, dataset, cfg, seed=0, work_dir=work, learning_rate=args.lr)
+    trainer = build_trainer(base, None, dataset, cfg, seed=0, work_dir=work, learning_rate=args.lr,
+                            load=_load(args))
     quiet(trainer)
     meter = Meter(trainer)
     trainer.train()
     return meter.summary()
 
 
+def _load(args):
+    from eval.models import LoadOptions
+
+    return LoadOptions(dtype=args.dtype)
+
+
 def run_baseline(base: Path, dataset, work: Path, args) -> dict:
+    """A default SFTTrainer on the same rows, rendered by the same template with the same assistant
+    mask (a plain SFTTrainer's assistant_only_loss refuses templates without generation marks, such
+    as SmolLM2's ChatML), in padded batches of --baseline-batch trajectories."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from trainer.common import lora_config
+    from eval.models import load_model, load_tokenizer
+    from trainer.common import lora_config, mixed_precision
     from trainer.config import TrainConfig
+    from trainer.sft import tokenize_conversations
 
-    tokenizer = AutoTokenizer.from_pretrained(str(base), local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32, local_files_only=True)
-    config = SFTConfig(output_dir=str(work), assistant_only_loss=True, max_length=args.max_length,
+    tokenizer, model = load_tokenizer(base, _load(args)), load_model(base, _load(args))
+    on_gpu = torch.cuda.is_available()
+    config = SFTConfig(output_dir=str(work), max_length=args.max_length,
                        per_device_train_batch_size=args.baseline_batch, num_train_epochs=1, learning_rate=args.lr,
-                       report_to="none", save_strategy="no", use_cpu=not torch.cuda.is_available(),
-                       bf16=torch.cuda.is_available(), seed=0, disable_tqdm=True)
-    trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=lora_config(TrainConfig()))
+                       report_to="none", save_strategy="no", use_cpu=not on_gpu,
+                       **mixed_precision(args.dtype, on_gpu), seed=0, disable_tqdm=True)
+    trainer = SFTTrainer(model=model, args=config, train_dataset=tokenize_conversations(dataset, tokenizer),
+                         processing_class=tokenizer, peft_config=lora_config(TrainConfig()))
     quiet(trainer)
     meter = Meter(trainer)
     trainer.train()
@@ -145,9 +157,13 @@ def main() -> int:
     ap.add_argument("--flywheel-batch", type=int, default=2, help="packed rows per batch (flywheel)")
     ap.add_argument("--baseline-batch", type=int, default=8, help="trajectories per batch (SFTConfig default 8)")
     ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--dtype", default=None, help="weights dtype (default: float32 on the CPU, bfloat16 on a GPU)")
     args = ap.parse_args()
     if args.quick:
         args.per_difficulty = min(args.per_difficulty, 4)
+    import torch
+
+    args.dtype = args.dtype or ("bfloat16" if torch.cuda.is_available() else "float32")
     from trainer.common import quiet_libraries
 
     quiet_libraries()

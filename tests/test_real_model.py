@@ -160,3 +160,15 @@ def test_one_round_of_each_method_on_the_real_model(model_dir, store, tmp_path, 
     assert _sha256(model_dir / "model.safetensors") == before
     if method == "sft":
         assert result["tokens_trained"] > 0
+
+
+def test_imported_model_answers_sensibly(model_dir):
+    """The folder `flywheel model import` wrote is the pretrained model, not noise."""
+    from eval.policy import load_checkpoint
+
+    model, tok = load_checkpoint(model_dir)
+    ids = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
+                                  add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    out = model.generate(**ids, max_new_tokens=12, do_sample=False)
+    assert "Paris" in tok.decode(out[0, ids["input_ids"].shape[1]:])
+    assert (model_dir / "IMPORTED_FROM.json").exists()
