@@ -16,7 +16,11 @@ same run, in trained tokens per second (tokens that carry loss: assistant, never
 Both train one epoch over the same trajectories; the first step (warm-up) is left out of the
 timing. Each prints its non-pad token share per batch. The last stdout line is one JSON object:
 flywheel_tokens_per_s, baseline_tokens_per_s, speedup, nonpad_share (flywheel, mean per batch),
-baseline_nonpad_share and the raw figures.
+baseline_nonpad_share and the raw figures; on a GPU also mfu, baseline_mfu and peak_memory_gb.
+
+On a GPU without network (--from-config): `python bench/train.py --from-config qwen3-8b/config.json
+--max-length 4096 --gradient-checkpointing` builds random bf16 weights of that shape on the GPU
+(throughput and memory do not depend on the weights), with the tiny tokenizer.
 
 On the CPU the padding-free batch attends through a block-diagonal mask over the whole packed row
 (the varlen FlashAttention kernels that skip the blocks are a GPU feature), so the CPU speedup
@@ -61,6 +65,7 @@ class Meter:
         from transformers import TrainerCallback
 
         self.tokens, self.step_tokens, self.step_s, self.nonpad = 0, [], [], []
+        self.processed = 0  # non-pad input tokens (what the FLOPs are spent on)
         collate, step = trainer.data_collator, trainer.training_step
 
         def collator(features):
@@ -68,6 +73,7 @@ class Meter:
             mask = batch.get("attention_mask")
             # padding-free batches carry no mask: one flattened row, nothing padded
             self.nonpad.append(float(mask.sum()) / mask.numel() if mask is not None else 1.0)
+            self.processed += int(mask.sum()) if mask is not None else int(batch["input_ids"].numel())
             return batch
 
         def training_step(model, inputs, *args, **kwargs):
@@ -89,9 +95,45 @@ class Meter:
 
     def summary(self) -> dict:
         s, t = self.step_s[1:] or self.step_s, self.step_tokens[1:] or self.step_tokens  # step 1 = warm-up
+        import torch
+
         return {"tokens_per_s": sum(t) / sum(s), "steps": len(self.step_s), "trained_tokens": self.tokens,
+                "processed_tokens_per_s": self.processed / sum(self.step_s),
+                "peak_memory_gb": torch.cuda.max_memory_allocated() / 1e9 if torch.cuda.is_available() else None,
                 "timed_s": sum(s), "nonpad_share": statistics.fmean(self.nonpad),
                 "nonpad_share_min": min(self.nonpad), "batches": len(self.nonpad)}
+
+
+def _reset_peak() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def model_from_config(config_path: Path, dest: Path, dtype: str) -> Path:
+    """A model folder with random weights in the shape of `config_path` (throughput and memory do
+    not depend on the weights) and the tiny tokenizer (its ids fit any vocabulary)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from trainer.tiny import load_tokenizer
+
+    config = AutoConfig.from_pretrained(str(config_path))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype))
+    model.save_pretrained(dest)
+    load_tokenizer().save_pretrained(dest)
+    del model
+    return dest
+
+
+def mfu(processed_tokens_per_s: float, params: int, peak_tflops: float) -> float:
+    """Model FLOPs utilisation of a LoRA round: 4 N FLOPs per token (forward 2N, backward through
+    the frozen base 2N; the base has no weight gradients), against the GPU's dense peak."""
+    return 4 * params * processed_tokens_per_s / (peak_tflops * 1e12)
 
 
 def quiet(trainer) -> None:
@@ -106,11 +148,12 @@ def run_flywheel(base: Path, dataset, work: Path, args) -> dict:
     from trainer.sft import build_trainer
 
     cfg = TrainConfig(packing=True, max_length=args.max_length, batch_size=args.flywheel_batch, epochs=1,
-                      save_steps=10**9, learning_rate=args.lr)
+                      save_steps=10**9, learning_rate=args.lr, gradient_checkpointing=args.gradient_checkpointing)
     trainer = build_trainer(base, None, dataset, cfg, seed=0, work_dir=work, learning_rate=args.lr,
                             load=_load(args))
     quiet(trainer)
     meter = Meter(trainer)
+    _reset_peak()
     trainer.train()
     return meter.summary()
 
@@ -138,11 +181,13 @@ def run_baseline(base: Path, dataset, work: Path, args) -> dict:
     config = SFTConfig(output_dir=str(work), max_length=args.max_length,
                        per_device_train_batch_size=args.baseline_batch, num_train_epochs=1, learning_rate=args.lr,
                        report_to="none", save_strategy="no", use_cpu=not on_gpu,
-                       **mixed_precision(args.dtype, on_gpu), seed=0, disable_tqdm=True)
+                       **mixed_precision(args.dtype, on_gpu), seed=0, disable_tqdm=True,
+                       activation_checkpointing=args.gradient_checkpointing)
     trainer = SFTTrainer(model=model, args=config, train_dataset=tokenize_conversations(dataset, tokenizer),
                          processing_class=tokenizer, peft_config=lora_config(TrainConfig()))
     quiet(trainer)
     meter = Meter(trainer)
+    _reset_peak()
     trainer.train()
     return meter.summary()
 
@@ -158,6 +203,10 @@ def main() -> int:
     ap.add_argument("--baseline-batch", type=int, default=8, help="trajectories per batch (SFTConfig default 8)")
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--dtype", default=None, help="weights dtype (default: float32 on the CPU, bfloat16 on a GPU)")
+    ap.add_argument("--from-config", type=Path, default=None,
+                    help="config.json of a real architecture (e.g. an 8B Llama/Qwen): random weights of that shape")
+    ap.add_argument("--peak-tflops", type=float, default=989.0, help="the GPU's dense bf16 peak, for MFU (H100/H200: 989)")
+    ap.add_argument("--gradient-checkpointing", action="store_true", help="both arms checkpoint activations")
     args = ap.parse_args()
     if args.quick:
         args.per_difficulty = min(args.per_difficulty, 4)
@@ -169,7 +218,10 @@ def main() -> int:
     quiet_libraries()
     with tempfile.TemporaryDirectory(prefix="flywheel-bench-train-") as tmp:
         tmp = Path(tmp)
-        if args.model == "tiny":
+        if args.from_config:
+            base = model_from_config(args.from_config, tmp / "base", args.dtype)
+            args.model = f"random weights of {args.from_config}"
+        elif args.model == "tiny":
             from trainer.tiny import materialize_tiny
 
             base = materialize_tiny(tmp / "base")
@@ -184,12 +236,21 @@ def main() -> int:
                   f"({r['trained_tokens']} trained tokens); non-pad share per batch mean {r['nonpad_share']:.3f}, "
                   f"min {r['nonpad_share_min']:.3f} over {r['batches']} batches", flush=True)
     fw, bl = results["flywheel"], results["baseline"]
+    gpu = {}
+    if fw["peak_memory_gb"] is not None:
+        from trainer.memory_plan import count_params, shape_from_config
+
+        params, _ = count_params(shape_from_config(json.loads((base_config := args.from_config or
+                                                                 Path(args.model) / "config.json").read_text())))
+        gpu = {"mfu": round(mfu(fw["processed_tokens_per_s"], params, args.peak_tflops), 4),
+               "baseline_mfu": round(mfu(bl["processed_tokens_per_s"], params, args.peak_tflops), 4),
+               "peak_memory_gb": round(fw["peak_memory_gb"], 2), "params": params, "config": str(base_config)}
     print(json.dumps({
         "flywheel_tokens_per_s": round(fw["tokens_per_s"], 1), "baseline_tokens_per_s": round(bl["tokens_per_s"], 1),
         "speedup": round(fw["tokens_per_s"] / bl["tokens_per_s"], 3), "nonpad_share": round(fw["nonpad_share"], 4),
         "baseline_nonpad_share": round(bl["nonpad_share"], 4), "trajectories": len(dataset),
         "device": "cuda" if __import__("torch").cuda.is_available() else "cpu", "model": args.model,
-        "flywheel": fw, "baseline": bl,
+        **gpu, "dtype": args.dtype, "flywheel": fw, "baseline": bl,
     }))
     return 0
 

@@ -9,12 +9,17 @@ take directly (conversational formats, https://huggingface.co/docs/trl/dataset_f
 - `build_rl`: one `prompt` per task, with `task_id`, `suite`, `category` and `env` (the
   environment spec a reward function needs).
 
+A trajectory whose log carries no outcome (no success, no score: `Outcome.labeled` is False) is
+neither a success nor a failure: KTO and DPO leave it out, SFT skips it unless asked to imitate
+it (`unlabeled="imitate"`), and the provenance's `unlabeled_skipped` counts those left out.
+
 Held-out tasks are refused, not filtered: a held-out trajectory reaching a builder means an
 upstream filter failed, so `HeldoutLeakError` names the task and nothing is built. (Read with
 `ExperienceStore.trajectories()`, which leaves held-out tasks out.)
 
 Each dataset records where it came from: `provenance(ds)` returns {kind, batches, trajectories,
-rows, heldout, ...}, kept as JSON in `ds.info.description` so it survives `save_to_disk`."""
+rows, heldout, unlabeled_skipped (sft/kto/dpo), ...}, kept as JSON in `ds.info.description` so it
+survives `save_to_disk`."""
 from __future__ import annotations
 
 import json
@@ -35,6 +40,9 @@ MESSAGE = {
                         "function": {"name": Value("string"), "arguments": Json()}}),
     "tool_call_id": Value("string"), "name": Value("string"),
 }
+# SFT rows mark assistant turns that the harness wrote rather than the model (inspect's
+# `source: input`, kept in metadata["context_messages"]): they stay in the prompt, never in the loss.
+SFT_MESSAGE = {**MESSAGE, "context": Value("bool")}
 TOOLS = List(Json())
 
 
@@ -91,32 +99,72 @@ def _with_tools(features: dict[str, Any], rows: list[dict[str, Any]], tool_lists
             row["tools"] = tools
 
 
+UNLABELED = ("skip", "imitate")  # what build_sft does with trajectories that carry no outcome
+
+
 def _is_success(t: Trajectory) -> bool:
-    return t.outcome.success is True or (t.outcome.success is None and t.score >= 1.0)
+    return t.outcome.succeeded
+
+
+def _labeled(trajs: list[Trajectory]) -> tuple[list[Trajectory], int]:
+    """The trajectories that carry an outcome, and how many carry none."""
+    labeled = [t for t in trajs if t.outcome.labeled]
+    return labeled, len(trajs) - len(labeled)
+
+
+def outcome_counts(trajs: list[Trajectory]) -> dict[str, int]:
+    """How many trajectories carry an outcome (`labeled`), how many of those succeeded, how many
+    carry none (`unlabeled`): what an empty dataset's error explains itself with."""
+    labeled, unlabeled = _labeled(trajs)
+    return {"trajectories": len(trajs), "labeled": len(labeled), "successes": sum(map(_is_success, labeled)),
+            "unlabeled": unlabeled}
+
+
+def _sft_keeps(t: Trajectory, success_only: bool, min_score: float, unlabeled: str) -> bool:
+    """Whether `build_sft` imitates `t` (see there)."""
+    if not _assistant_indices(t):
+        return False
+    if not t.outcome.labeled:
+        return unlabeled == "imitate"
+    return t.score >= min_score and (_is_success(t) or not success_only)
+
+
+def _sft_messages(t: Trajectory) -> list[dict[str, Any]]:
+    context = set(t.metadata.get("context_messages") or [])
+    return [{**chat_message(m), "context": i in context} for i, m in enumerate(t.messages)]
 
 
 def build_sft(trajs: list[Trajectory], success_only: bool = True, min_score: float = 0.0,
-              heldout: HeldoutSpec | None = None) -> Dataset:
+              heldout: HeldoutSpec | None = None, unlabeled: str = "skip") -> Dataset:
     """Whole conversations to imitate: successful ones (`success_only`), or all scoring at least
-    `min_score` with a `weight` column holding the score."""
+    `min_score` with a `weight` column holding the score. Trajectories without an outcome are
+    skipped (`unlabeled="skip"`) or imitated whatever `success_only` / `min_score` say, weight 1
+    (`unlabeled="imitate"`: plain logs of a policy worth copying)."""
+    if unlabeled not in UNLABELED:
+        raise ValueError(f"unlabeled must be one of {', '.join(UNLABELED)}, got {unlabeled!r}")
     _check_heldout(trajs, heldout, "sft")
-    used = [t for t in trajs if _assistant_indices(t) and t.score >= min_score and (_is_success(t) or not success_only)]
-    rows = [{"messages": [chat_message(m) for m in t.messages]} for t in used]
-    features: dict[str, Any] = {"messages": List(MESSAGE)}
+    used = [t for t in trajs if _sft_keeps(t, success_only, min_score, unlabeled)]
+    rows = [{"messages": _sft_messages(t)} for t in used]
+    features: dict[str, Any] = {"messages": List(SFT_MESSAGE)}
     if not success_only:
         features["weight"] = Value("float64")
         for row, t in zip(rows, used):
-            row["weight"] = t.score
+            row["weight"] = t.score if t.outcome.labeled else 1.0
     _with_tools(features, rows, [_tools(t) for t in used])
-    return _finish(rows, features, "sft", used, heldout, success_only=success_only, min_score=min_score)
+    imitated = sum(not t.outcome.labeled for t in used)
+    skipped = _labeled(trajs)[1] if unlabeled == "skip" else 0
+    return _finish(rows, features, "sft", used, heldout, success_only=success_only, min_score=min_score,
+                   unlabeled=unlabeled, unlabeled_skipped=skipped, unlabeled_imitated=imitated)
 
 
 def build_kto(trajs: list[Trajectory], heldout: HeldoutSpec | None = None) -> Dataset:
     """Unpaired preference: the last assistant turn as completion, everything before it as
-    prompt, label = the episode's success."""
+    prompt, label = the episode's success. Trajectories without an outcome are neither desirable
+    nor undesirable: left out, counted in `unlabeled_skipped`."""
     _check_heldout(trajs, heldout, "kto")
+    labeled, skipped = _labeled(trajs)
     rows, used = [], []
-    for t in trajs:
+    for t in labeled:
         idx = _assistant_indices(t)
         if not idx:
             continue
@@ -126,7 +174,7 @@ def build_kto(trajs: list[Trajectory], heldout: HeldoutSpec | None = None) -> Da
         used.append(t)
     features: dict[str, Any] = {"prompt": List(MESSAGE), "completion": List(MESSAGE), "label": Value("bool")}
     _with_tools(features, rows, [_tools(t) for t in used])
-    return _finish(rows, features, "kto", used, heldout)
+    return _finish(rows, features, "kto", used, heldout, unlabeled_skipped=skipped)
 
 
 def _prompt_split(t: Trajectory) -> int | None:
@@ -137,10 +185,12 @@ def _prompt_split(t: Trajectory) -> int | None:
 def build_dpo(trajs: list[Trajectory], heldout: HeldoutSpec | None = None) -> Dataset:
     """Preference pairs within each task: the best-scoring trajectory against the worst, the
     second best against the second worst, ... while the first scores strictly higher. Both must
-    share the prompt (the messages before the first assistant turn)."""
+    share the prompt (the messages before the first assistant turn). Only trajectories with an
+    outcome are paired; those without are counted in `unlabeled_skipped`."""
     _check_heldout(trajs, heldout, "dpo")
+    labeled, skipped = _labeled(trajs)
     by_task: dict[tuple[str, str], list[Trajectory]] = defaultdict(list)
-    for t in trajs:
+    for t in labeled:
         if _prompt_split(t) is not None:
             by_task[(t.suite, t.task_id)].append(t)
     rows, used, tool_lists = [], [], []
@@ -159,7 +209,7 @@ def build_dpo(trajs: list[Trajectory], heldout: HeldoutSpec | None = None) -> Da
             tool_lists.append(_tools(hi) or _tools(lo))
     features: dict[str, Any] = {"prompt": List(MESSAGE), "chosen": List(MESSAGE), "rejected": List(MESSAGE)}
     _with_tools(features, rows, tool_lists)
-    return _finish(rows, features, "dpo", used, heldout)
+    return _finish(rows, features, "dpo", used, heldout, unlabeled_skipped=skipped)
 
 
 def build_rl(trajs: list[Trajectory], heldout: HeldoutSpec | None = None) -> Dataset:

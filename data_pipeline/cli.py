@@ -1,8 +1,10 @@
 """Command-line entry points of the data side, dispatched by `flywheel` (trainer/cli.py):
 
     flywheel ingest PATH... --store DIR [--format auto|NAME] [--heldout FILE] [--tag TAG] [--no-redact] [--json]
+                    [--score NAME[:KEY]] [--score-range LO:HI]
     flywheel store stats DIR [--json]
     flywheel dataset build --store DIR --kind sft|kto|dpo|rl --out DIR [--all-scores] [--min-score X]
+                           [--unlabeled skip|imitate]
 
 Each returns an exit code; user mistakes raise `IngestError` (printed without traceback)."""
 from __future__ import annotations
@@ -36,7 +38,25 @@ def _print_summary(d: dict, as_json: bool) -> None:
         print("quarantine reasons: " + ", ".join(f"{k} x{v}" for k, v in sorted(d["quarantine_reasons"].items())))
     if d["redactions"]:
         print("redacted: " + ", ".join(f"{k} x{v}" for k, v in sorted(d["redactions"].items())))
+    for k, v in sorted(d.get("warnings", {}).items()):
+        print(f"warning: {k} (x{v})")
     print(f"held-out trajectories seen: {d['heldout_seen']}")
+
+
+def _all_quarantined(d: dict, store) -> str | None:
+    """Why an ingest that read records stored none (every one quarantined): the largest quarantine
+    group and its most common reason. None when a record was accepted or was already stored."""
+    import re
+    from collections import Counter
+
+    if not d["read"] or d["accepted"] or d["duplicates"]:
+        return None
+    group, n = max(d["quarantine_reasons"].items(), key=lambda kv: kv[1])
+    reasons = Counter(q["reason"] for q in store.quarantine()
+                      if q["file"] in d["formats"] and re.sub(r"\[\d+\]", "[]", q["field"]) == group)
+    reason = reasons.most_common(1)[0][0] if reasons else "see the store's quarantine.jsonl"
+    return (f"read {d['read']} records and accepted none: all {d['quarantined']} quarantined; "
+            f"largest group {group} x{n}: {reason}")
 
 
 def ingest_main(argv: list[str]) -> int:
@@ -48,13 +68,31 @@ def ingest_main(argv: list[str]) -> int:
     p.add_argument("--tag", default="", help="label recorded in the batch manifest")
     p.add_argument("--no-redact", action="store_true", help="store secrets as found (not recommended)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.add_argument("--score", metavar="NAME[:KEY]",
+                   help="inspect logs: the scorer whose value is the outcome (default: the first scorer of each "
+                        "sample); NAME:KEY takes entry KEY of a dict-valued score (without it such samples get no "
+                        "outcome and a warning)")
+    p.add_argument("--score-range", metavar="LO:HI",
+                   help="inspect logs: numeric scores lie in [LO, HI] and are mapped onto [0, 1] (default: "
+                        "[0, 1] as is; a score outside the range is quarantined)")
     a = p.parse_args(argv)
+    from .adapters import inspect_ai
     from .heldout import HeldoutSpec
     from .store import ExperienceStore
 
+    scoring = inspect_ai.ScoreOptions.parse(a.score, a.score_range)  # IngestError before touching the store
     spec = HeldoutSpec.load(a.heldout) if a.heldout else None
-    summary = ExperienceStore(a.store).ingest(a.paths, fmt=a.format, heldout=spec, tag=a.tag, redact=not a.no_redact)
-    _print_summary(summary.to_dict(), a.json)
+    store = ExperienceStore(a.store)
+    with inspect_ai.score_options(scoring):
+        summary = store.ingest(a.paths, fmt=a.format, heldout=spec, tag=a.tag, redact=not a.no_redact)
+    d = summary.to_dict()
+    if scoring.warnings:
+        d["warnings"] = dict(scoring.warnings)
+    _print_summary(d, a.json)
+    why = _all_quarantined(d, store)
+    if why:  # exit 2: the samples did not silently vanish
+        print(f"flywheel ingest: error: {why}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -74,11 +112,41 @@ def store_main(argv: list[str]) -> int:
     if a.json:
         print(json.dumps(stats, sort_keys=True))
     else:
-        for k in ("trajectories", "batches", "quarantined", "heldout_trajectories", "interaction_hours", "success_rate"):
+        for k in ("trajectories", "batches", "quarantined", "heldout_trajectories", "interaction_hours"):
             print(f"{k:<22} {stats[k]}")
+        print(f"{'success_rate':<22} {stats['success_rate']} ({stats['successes']} of {stats['labeled']} labeled)")
+        print(f"{'unlabeled':<22} {stats['unlabeled']} (no outcome: neither successes nor failures)")
         print(f"{'formats':<22} {json.dumps(stats['formats'])}")
         print(f"{'heldout':<22} {json.dumps(stats['heldout'])}")
     return 0
+
+
+_LABEL_HINT = ("label them (an outcome field: outcome.success / outcome.score, or metadata.success / "
+               "metadata.reward)")
+
+
+def _no_rows_message(a: argparse.Namespace, trajs: list, root: Path) -> str:
+    """Why `dataset build` produced no rows, and the way forward: no trajectory has an outcome
+    (label them, or imitate them), none succeeded (sft), none pairs up (dpo)."""
+    from .builders import outcome_counts
+
+    c = outcome_counts(trajs)
+    head = f"no {a.kind} rows: {c['trajectories']} usable trajectories in {root} (held-out tasks excluded)"
+    if not c["trajectories"] or a.kind == "rl":
+        return f"{head}; nothing written"
+    imitate = a.kind == "sft" and a.unlabeled == "imitate"
+    if not c["labeled"] and not imitate:
+        way = ("or build with --unlabeled imitate to imitate them all" if a.kind == "sft" else
+               "or build --kind sft --unlabeled imitate to imitate them all (--kind rl needs no outcome)")
+        return f"{head}, 0 with an outcome (all unlabeled); {_LABEL_HINT}, {way}; nothing written"
+    head += f", {c['labeled']} with an outcome ({c['successes']} successful, {c['unlabeled']} unlabeled)"
+    if a.kind == "sft" and not a.all_scores and not c["successes"] and not imitate:
+        why = "none successful: build with --all-scores to keep failures weighted by score"
+    else:
+        why = {"sft": f"none kept has an assistant turn and scores at least --min-score {a.min_score}",
+               "kto": "no labeled trajectory has an assistant turn",
+               "dpo": "no task has two labeled trajectories with different scores and the same prompt"}[a.kind]
+    return f"{head}; {why}; nothing written"
 
 
 def dataset_main(argv: list[str]) -> int:
@@ -91,6 +159,8 @@ def dataset_main(argv: list[str]) -> int:
     b.add_argument("--batches", nargs="*", help="batch ids to use (default: all)")
     b.add_argument("--all-scores", action="store_true", help="sft: keep failures too, with a weight column")
     b.add_argument("--min-score", type=float, default=0.0, help="sft: drop trajectories scoring below this")
+    b.add_argument("--unlabeled", choices=["skip", "imitate"], default="skip",
+                   help="sft: trajectories without an outcome are skipped (default) or all imitated")
     b.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
     from . import builders
@@ -103,12 +173,12 @@ def dataset_main(argv: list[str]) -> int:
     trajs = store.trajectories(a.batches)
     spec = store.heldout
     if a.kind == "sft":
-        ds = builders.build_sft(trajs, success_only=not a.all_scores, min_score=a.min_score, heldout=spec)
+        ds = builders.build_sft(trajs, success_only=not a.all_scores, min_score=a.min_score, heldout=spec,
+                                unlabeled=a.unlabeled)
     else:
         ds = getattr(builders, f"build_{a.kind}")(trajs, heldout=spec)
     if len(ds) == 0:  # datasets cannot reload an empty save, and a trainer cannot use one
-        raise IngestError(f"no {a.kind} rows can be built from {len(trajs)} usable trajectories in {root} "
-                          "(held-out tasks excluded); nothing written")
+        raise IngestError(_no_rows_message(a, trajs, root))
     out = Path(a.out)
     if out.exists() and any(out.iterdir()):
         raise IngestError(f"output folder {out} exists and is not empty")
@@ -118,8 +188,9 @@ def dataset_main(argv: list[str]) -> int:
     if a.json:
         print(json.dumps({"out": str(out), **prov}, sort_keys=True))
     else:
+        skipped = f"; {prov['unlabeled_skipped']} unlabeled skipped" if prov.get("unlabeled_skipped") else ""
         print(f"{a.kind}: {prov['rows']} rows from {prov['trajectories']} trajectories in "
-              f"{len(prov['batches'])} batches -> {out}")
+              f"{len(prov['batches'])} batches -> {out}{skipped}")
     return 0
 
 

@@ -52,6 +52,19 @@ class Outcome:
     success: bool | None = None
     score: float | None = None  # in [0, 1]
 
+    @property
+    def labeled(self) -> bool:
+        """Whether the log said how the episode went (a success flag or a score). An unlabeled
+        episode is neither a success nor a failure: no dataset may use it as either."""
+        return self.success is not None or self.score is not None
+
+    @property
+    def succeeded(self) -> bool:
+        """The success flag when given, else a full score; False when unlabeled (see `labeled`)."""
+        if self.success is not None:
+            return self.success
+        return self.score is not None and self.score >= 1.0
+
 
 @dataclass
 class Trajectory:
@@ -80,7 +93,8 @@ class Trajectory:
 
     @property
     def score(self) -> float:
-        """Outcome as a number in [0, 1]: the score when known, else 1/0 from success."""
+        """Outcome as a number in [0, 1]: the score when known, else 1/0 from success (0 when
+        unlabeled: check `outcome.labeled` before reading it as a failure)."""
         if self.outcome.score is not None:
             return float(self.outcome.score)
         return 1.0 if self.outcome.success else 0.0

@@ -36,7 +36,7 @@ from .adapters import Record
 from .errors import IngestError
 from .heldout import HeldoutSpec
 from .redact import redact_json, redact_text
-from .schema import SchemaError, Trajectory, trajectory_from_dict
+from .schema import Outcome, SchemaError, Trajectory, trajectory_from_dict
 from . import sources
 
 STORE_VERSION = 1
@@ -365,18 +365,25 @@ class ExperienceStore:
         return out
 
     def stats(self) -> dict[str, Any]:
+        """Counts of the store. `success_rate` is over the `labeled` trajectories (those whose log
+        gave a success or a score); `unlabeled` ones are neither successes nor failures."""
         infos = self.batches(include_empty=True)
-        tbl = self.table([b.batch_id for b in infos if b.count], ["task_id", "suite", "source_format", "interaction_s", "success"])
+        tbl = self.table([b.batch_id for b in infos if b.count],
+                         ["task_id", "suite", "source_format", "interaction_s", "success", "score"])
         spec = self.heldout
         task_ids, suites = tbl.column("task_id").to_pylist(), tbl.column("suite").to_pylist()
         n = tbl.num_rows
-        successes = sum(1 for s in tbl.column("success").to_pylist() if s)
+        outcomes = [Outcome(success=s, score=x) for s, x in zip(tbl.column("success").to_pylist(),
+                                                                  tbl.column("score").to_pylist())]
+        labeled = sum(o.labeled for o in outcomes)
+        successes = sum(o.succeeded for o in outcomes)
         return {
             "store": str(self.root), "trajectories": n, "batches": sum(1 for b in infos if b.count),
             "quarantined": sum(b.quarantined for b in infos),
             "heldout_trajectories": sum(1 for t, s in zip(task_ids, suites) if spec.matches(t, s)),
             "interaction_hours": sum(b.interaction_s for b in infos) / 3600.0,
-            "success_rate": successes / n if n else None,
+            "labeled": labeled, "unlabeled": n - labeled, "successes": successes,
+            "success_rate": successes / labeled if labeled else None,
             "formats": dict(Counter(tbl.column("source_format").to_pylist())),
             "suites": dict(Counter(suites)), "heldout": spec.to_dict(),
         }

@@ -143,11 +143,12 @@ def assistant_mask(tokenizer, messages: list[dict], tools: list | None = None) -
     """(token ids, 1 for each token the assistant produced) of a conversation: its turns' content,
     tool calls and end-of-turn; nothing of the prompt, the other roles or the turn headers.
 
+    Assistant turns marked `context` (written by the harness, not the model) carry no loss.
     A marked template gives the mask directly. Otherwise each assistant turn is the text that
     rendering it adds to the rendered prompt before it; the conversation is tokenized segment by
     segment (what comes before a turn, the turn), as the policy encodes it turn by turn, so a
     turn's tokens never merge with its header's."""
-    if has_generation_marks(tokenizer.chat_template):
+    if has_generation_marks(tokenizer.chat_template) and not any(m.get("context") for m in messages):
         out = tokenizer.apply_chat_template(messages, tools=tools or None, tokenize=True, return_dict=True,
                                             return_assistant_tokens_mask=True)
         ids, mask = list(out["input_ids"]), list(out["assistant_masks"])
@@ -157,7 +158,7 @@ def assistant_mask(tokenizer, messages: list[dict], tools: list | None = None) -
     mask: list[int] = []
     done = 0  # characters of `full` tokenized so far
     for i, m in enumerate(messages):
-        if m["role"] != "assistant":
+        if m["role"] != "assistant" or m.get("context"):
             continue
         before, upto = _render(tokenizer, messages[:i], tools, prompt=True), _render(tokenizer, messages[:i + 1], tools)
         if not (full.startswith(upto) and upto.startswith(before) and len(before) >= done):

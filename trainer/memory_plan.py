@@ -25,8 +25,10 @@ pairs), r = LoRA rank, N = GPUs = slurm.nodes x max(1, slurm.gpus_per_node); 1 G
   float32: 4 B weights + 4 B gradients + 8 B AdamW moments per LoRA parameter.
 - activations per layer: Korthikanti et al. 2022, "Reducing Activation Recomputation in Large
   Transformer Models" (arXiv:2205.05198), eq. 1: s*b*h*(34 + 5*a*s/h) bytes for 16-bit
-  activations. sdpa / flash attention never store the s^2 scores, so their term 5*a*s^2*b only
-  counts with attn_implementation=eager; both terms scale by (activation bytes / 2). With LoRA
+  activations. sdpa / flash attention on a GPU never store the s^2 scores, so their term 5*a*s^2*b
+  only counts with attn_implementation=eager or on the CPU (slurm.gpus_per_node = 0), whose kernels
+  take the masked math path; a packed, padding-free micro-batch is one flattened row of b*s tokens
+  there, so its scores are 5*a*(b*s)^2; both terms scale by (activation bytes / 2). With LoRA
   dropout > 0 each adapted linear also keeps its dropped-out input and a 1-byte mask:
   s*b*sum(fan_in)*(activation bytes + 1).
   Gradient checkpointing (HF: per decoder layer) keeps each layer's input, L*s*b*h*bytes, plus
@@ -278,13 +280,21 @@ def _tokens(recipe) -> int:
     return train.max_length * train.batch_size * (2 if train.method == "dpo" else 1)
 
 
+def _scores_kept(recipe) -> bool:
+    """Whether attention keeps its s x s scores: eager attention does, and so do the CPU's kernels
+    (a CPU job: slurm.gpus_per_node = 0), which take the masked math path."""
+    return recipe.model.attn_implementation == "eager" or recipe.slurm.gpus_per_node == 0
+
+
 def _activation_bytes(recipe, shape: ModelShape, checkpointing: bool) -> float:
     """Activations kept for the backward pass (bytes), per Korthikanti et al. 2022."""
     train, h, tokens = recipe.train, shape.hidden, _tokens(recipe)
     act = _activation_dtype_bytes(recipe, shape)
     layer = 34 * tokens * h * act / 2
-    if recipe.model.attn_implementation == "eager":
-        layer += 5 * shape.heads * train.max_length * tokens * act / 2
+    if _scores_kept(recipe):
+        # a packed, padding-free micro-batch is one flattened row: its scores span all its tokens
+        row = tokens if train.packing else train.max_length
+        layer += 5 * shape.heads * row * tokens * act / 2
     if train.lora.dropout > 0:
         layer += tokens * _lora_inputs(shape, train.lora.target_modules) * (act + 1)
     if checkpointing:
