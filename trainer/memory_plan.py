@@ -25,10 +25,13 @@ pairs), r = LoRA rank, N = GPUs = slurm.nodes x max(1, slurm.gpus_per_node); 1 G
   float32: 4 B weights + 4 B gradients + 8 B AdamW moments per LoRA parameter.
 - activations per layer: Korthikanti et al. 2022, "Reducing Activation Recomputation in Large
   Transformer Models" (arXiv:2205.05198), eq. 1: s*b*h*(34 + 5*a*s/h) bytes for 16-bit
-  activations. sdpa / flash attention on a GPU never store the s^2 scores, so their term 5*a*s^2*b
-  only counts with attn_implementation=eager or on the CPU (slurm.gpus_per_node = 0), whose kernels
+  activations. sdpa / flash attention on a GPU never store the s^2 scores, so their term only
+  counts with attn_implementation=eager or on the CPU (slurm.gpus_per_node = 0), whose kernels
   take the masked math path; a packed, padding-free micro-batch is one flattened row of b*s tokens
-  there, so its scores are 5*a*(b*s)^2; both terms scale by (activation bytes / 2). With LoRA
+  there, so its scores are a*(b*s)^2. Korthikanti's 5*a*s^2*b bytes (16-bit) are the logits, the
+  softmax output and the dropout mask; without attention dropout autograd keeps only the softmax
+  output: a*s^2*b x its bytes (eager: float32 softmax + its cast, 4 + activation bytes; checked
+  against a SmolLM2 round on the CPU with bench/memory.py); both terms scale by (activation bytes / 2). With LoRA
   dropout > 0 each adapted linear also keeps its dropped-out input and a 1-byte mask:
   s*b*sum(fan_in)*(activation bytes + 1).
   Gradient checkpointing (HF: per decoder layer) keeps each layer's input, L*s*b*h*bytes, plus
@@ -286,6 +289,14 @@ def _scores_kept(recipe) -> bool:
     return recipe.model.attn_implementation == "eager" or recipe.slurm.gpus_per_node == 0
 
 
+def _score_bytes(recipe, act: int) -> int:
+    """Bytes kept per attention score for the backward pass. No attention dropout (the configs of
+    today's instruct models set none), so no mask; autograd keeps the softmax output, not the
+    logits before it. Eager attention computes the softmax in float32 and keeps that and its cast
+    to the compute dtype; the CPU's masked sdpa path keeps the softmax output in the compute dtype."""
+    return 4 + act if recipe.model.attn_implementation == "eager" else act
+
+
 def _activation_bytes(recipe, shape: ModelShape, checkpointing: bool) -> float:
     """Activations kept for the backward pass (bytes), per Korthikanti et al. 2022."""
     train, h, tokens = recipe.train, shape.hidden, _tokens(recipe)
@@ -294,7 +305,7 @@ def _activation_bytes(recipe, shape: ModelShape, checkpointing: bool) -> float:
     if _scores_kept(recipe):
         # a packed, padding-free micro-batch is one flattened row: its scores span all its tokens
         row = tokens if train.packing else train.max_length
-        layer += 5 * shape.heads * row * tokens * act / 2
+        layer += shape.heads * row * tokens * _score_bytes(recipe, act)
     if train.lora.dropout > 0:
         layer += tokens * _lora_inputs(shape, train.lora.target_modules) * (act + 1)
     if checkpointing:
