@@ -36,8 +36,9 @@ pairs), r = LoRA rank, N = GPUs = slurm.nodes x max(1, slurm.gpus_per_node); 1 G
   s*b*sum(fan_in)*(activation bytes + 1).
   Gradient checkpointing (HF: per decoder layer) keeps each layer's input, L*s*b*h*bytes, plus
   the activations of the one layer being recomputed.
-- logits: b*s*V*4 bytes of float32 logits and as much again for their gradient (Liger's fused
-  linear cross-entropy never materialises them: 0).
+- logits: b*s*V x (the logits in the compute dtype + their float32 copy for the loss when 16-bit
+  + the float32 log-softmax that cross-entropy keeps + the float32 gradient): 12 bytes in float32,
+  14 in bfloat16 (Liger's fused linear cross-entropy never materialises them: 0).
 - ZeRO (train.deepspeed): zero2 divides the gradients and AdamW moments by N, zero3 also the
   weights (base and LoRA); zero3 then gathers one full module at a time, so the largest of a
   block and the embedding comes on top. 'none': nothing is divided.
@@ -124,7 +125,7 @@ class MemoryPlan:
             f"  LoRA+grad+AdamW {self.lora_gb:8.2f} GB  (float32)",
             f"  activations     {self.activations_gb:8.2f} GB  "
             f"(with gradient checkpointing {self.activations_gb_with_checkpointing:.2f} GB)",
-            f"  logits          {self.logits_gb:8.2f} GB  (float32, with gradient)",
+            f"  logits          {self.logits_gb:8.2f} GB  (with the loss's float32 log-softmax and gradient)",
             f"  total           {self.total_gb:8.2f} GB  (gradient checkpointing {ckpt}; "
             f"+ CUDA context / fragmentation)",
             *(f"  note: {n}" for n in self.notes),
@@ -313,6 +314,13 @@ def _activation_bytes(recipe, shape: ModelShape, checkpointing: bool) -> float:
     return shape.layers * layer
 
 
+def _logits_bytes(recipe, shape: ModelShape) -> float:
+    """The logits of a micro-batch in the compute dtype, their float32 copy for the loss (16-bit
+    models), the float32 log-softmax that cross-entropy keeps, and the gradient."""
+    act = _activation_dtype_bytes(recipe, shape)
+    return _tokens(recipe) * shape.vocab * (act + (4 if act < 4 else 0) + 4 + 4)
+
+
 def plan_for_shape(recipe, shape: ModelShape, source: str) -> MemoryPlan:
     """The plan of `recipe`'s round on a model of this shape."""
     train = recipe.train
@@ -325,7 +333,7 @@ def plan_for_shape(recipe, shape: ModelShape, source: str) -> MemoryPlan:
         params_total=params, params_lora=n_lora, weights_gb=_weights_bytes(recipe, shape, params, linear) / GB,
         lora_gb=_lora_bytes(recipe, n_lora) / GB, activations_gb=_activation_bytes(recipe, shape, False) / GB,
         activations_gb_with_checkpointing=_activation_bytes(recipe, shape, True) / GB,
-        logits_gb=0.0 if train.liger_kernel else _tokens(recipe) * shape.vocab * 8 / GB, shape=shape,
+        logits_gb=0.0 if train.liger_kernel else _logits_bytes(recipe, shape) / GB, shape=shape,
     )
     if unknown:
         plan.notes.append(f"LoRA targets not in a Llama-style block, not counted: {', '.join(unknown)}")
