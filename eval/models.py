@@ -27,7 +27,11 @@ from typing import Any
 import torch
 
 
-class TemplateError(ValueError):
+class ModelLoadError(ValueError):
+    """A model option this machine or model cannot honour; printed as one line by the CLI."""
+
+
+class TemplateError(ModelLoadError):
     """A chat template that cannot give a correct assistant mask or render what training needs."""
 
 
@@ -61,7 +65,7 @@ def model_kwargs(opts: LoadOptions) -> dict[str, Any]:
         import importlib.util
 
         if importlib.util.find_spec("flash_attn") is None or not torch.cuda.is_available():
-            raise TemplateError("model.attn_implementation=flash_attention_2 needs a GPU and the flash-attn "
+            raise ModelLoadError("model.attn_implementation=flash_attention_2 needs a GPU and the flash-attn "
                                 "package (pip install flash-attn); use sdpa otherwise")
     if opts.load_in_4bit:
         kwargs["quantization_config"] = _four_bit_config(opts)
@@ -72,10 +76,10 @@ def _four_bit_config(opts: LoadOptions):
     import importlib.util
 
     if not torch.cuda.is_available():
-        raise TemplateError("train.lora.qlora=true loads the base in 4 bit through bitsandbytes, which needs a "
+        raise ModelLoadError("train.lora.qlora=true loads the base in 4 bit through bitsandbytes, which needs a "
                             "CUDA GPU; this machine has none: set train.lora.qlora=false")
     if importlib.util.find_spec("bitsandbytes") is None:
-        raise TemplateError("train.lora.qlora=true needs the bitsandbytes package: pip install bitsandbytes")
+        raise ModelLoadError("train.lora.qlora=true needs the bitsandbytes package: pip install bitsandbytes")
     from transformers import BitsAndBytesConfig
 
     compute = torch.bfloat16 if opts.dtype in ("bfloat16", "auto") else torch_dtype(opts.dtype)

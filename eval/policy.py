@@ -36,7 +36,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from eval.models import LoadOptions, load_model, load_tokenizer
+from eval.models import LoadOptions, TemplateError, load_model, load_tokenizer
 from eval.rollout import tool_call_of
 
 TOOL_OPEN, TOOL_CLOSE = "<|tool_call|>", "<|/tool_call|>"
@@ -311,7 +311,9 @@ class HFPolicy:
             turn = tool_call_message(call) if call else {"role": "assistant", "content": action}
             full = self._render(conv, [turn])
             if full[:len(prompt)] != prompt:
-                raise ValueError("chat template is not prefix-stable; constrained decoding needs it")
+                raise TemplateError("the chat template is not prefix-stable (the prompt does not render as a prefix of "
+                                    "the prompt and an answer), which constrained decoding needs; set "
+                                    "model.chat_template to a prefix-stable template file")
             self._cont_cache[key] = full[len(prompt):]
         return self._cont_cache[key]
 

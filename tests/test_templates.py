@@ -74,3 +74,24 @@ def test_sft_builder_marks_harness_written_turns():
     t.metadata["context_messages"] = [first_action]
     row = build_sft([t], success_only=False).to_list()[0]
     assert [m["context"] for m in row["messages"]] == [i == first_action for i in range(len(t.messages))]
+
+
+def test_template_error_is_one_line_from_the_cli(tmp_path, capsys):
+    """A round whose template cannot be trained on stops with one line, not a traceback."""
+    from trainer.cli import main as flywheel
+    from trainer.tiny import materialize_tiny
+
+    base = materialize_tiny(tmp_path / "m")
+    template = tmp_path / "t.jinja"
+    template.write_text("{% for m in messages %}<|{{ m['role'] }}|>{{ messages|length }}{{ m['content'] }}<|end|>"
+                        "{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"experiment: t\nrun_dir: {tmp_path / 'run'}\nmodel: {{name_or_path: {base}, chat_template: t.jinja}}\n"
+                      "collect: {suites: [{name: maze, difficulty: 1, episodes: 8}], policy: {batch_size: 8}}\n"
+                      "data: {success_only: false}\n"
+                      "eval: {suites: [{name: maze, difficulty: 1, episodes: 4}], policy: {batch_size: 4}}\n"
+                      "train: {rounds: 1, max_steps: 1, batch_size: 2}\ntracking: {wandb: {mode: disabled}}\n")
+    assert flywheel(["run", str(recipe), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "not prefix-stable" in err and "model.chat_template" in err and "Traceback" not in err
+    assert len([line for line in err.splitlines() if "error:" in line]) == 1

@@ -42,7 +42,8 @@ class UserError(Exception):
 def _user_error_types() -> tuple[type[BaseException], ...]:
     types: list[type[BaseException]] = [UserError]
     for mod, name in [("trainer.recipe", "RecipeError"), ("data_pipeline.schema", "SchemaError"),
-                      ("data_pipeline.errors", "IngestError"), ("eval.errors", "EvalError")]:
+                      ("data_pipeline.errors", "IngestError"), ("eval.errors", "EvalError"),
+                      ("eval.models", "ModelLoadError")]:
         try:
             types.append(getattr(importlib.import_module(mod), name))
         except (ImportError, AttributeError):
