@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
-from eval.cli import resolve_checkpoint  # noqa: E402
+from eval.checkpoints import resolve_checkpoint  # noqa: E402
 from eval.policy import HFPolicy, load_checkpoint  # noqa: E402
 from eval.rollout import run_episodes  # noqa: E402
 from eval.suites import get_suite  # noqa: E402

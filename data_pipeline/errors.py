@@ -1,9 +1,15 @@
-"""Errors of the data side that a user can fix. The `flywheel` dispatcher prints `IngestError`
-(and its subclasses) as one message without a traceback."""
+"""The root of flywheel's user-facing errors, and the data side's own. The `flywheel` dispatcher
+(trainer/cli/) catches `FlywheelError` and prints it as one message without a traceback; every
+package's user-facing error type derives from it. This module is on the ground floor so that
+data_pipeline/, eval/ and trainer/ can all use it."""
 from __future__ import annotations
 
 
-class IngestError(Exception):
+class FlywheelError(Exception):
+    """An error the user can fix; the CLI prints it as one line without a traceback."""
+
+
+class IngestError(FlywheelError):
     """Bad input to ingest / store / dataset commands: unreadable path, unknown format, bad store."""
 
 

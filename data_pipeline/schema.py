@@ -14,11 +14,13 @@ from typing import Any
 
 import pyarrow as pa
 
+from data_pipeline.errors import FlywheelError
+
 ROLES = ("system", "user", "assistant", "tool")
 SCHEMA_VERSION = 1
 
 
-class SchemaError(ValueError):
+class SchemaError(FlywheelError, ValueError):
     """A record that does not fit the canonical schema; `field` names the offending key path."""
 
     def __init__(self, field_path: str, problem: str):

@@ -18,6 +18,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from data_pipeline.errors import FlywheelError
 from eval.curve import CurvePoint
 
 X_KEYS = {"hours": "cumulative_interaction_hours", "gpu_hours": "gpu_hours", "tokens": "tokens_trained",
@@ -26,7 +27,7 @@ CSV_REQUIRED = ("arm", "x", "score")
 CSV_OPTIONAL = ("task", "date", "n", "lo", "hi", "label")
 
 
-class CurveInputError(ValueError):
+class CurveInputError(FlywheelError, ValueError):
     """Unreadable or malformed curve input; the message names the file, record and field."""
 
 

@@ -361,42 +361,18 @@ def _log_to_wandb(result: dict[str, Any], png: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# `flywheel curve`: parse, load points, write outputs, print. eval/cli.py:curve_main calls this.
+# `flywheel curve` (trainer/cli/curve.py): the settings and points of a fit from run directories or
+# a CSV; the command writes them with write_curve_outputs.
 
-def _curve_parser():
-    import argparse
-
-    p = argparse.ArgumentParser(
-        prog="flywheel curve",
-        description="Fit the improvement curve of one or more runs (each run is one arm) or of a CSV of points. "
-                    "Writes curve.json, curve.png and curve.md. Exit 0: at least one arm fitted; 1: no arm could "
-                    "be fitted (outputs still written, with the reason); 2: bad input.")
-    p.add_argument("run_dirs", nargs="*", type=Path, metavar="RUN_DIR", help="run directories (rounds/round-XXXX/...)")
-    p.add_argument("--points", type=Path, help="CSV with columns arm, x, score (optional task, date, n, lo, hi, label)")
-    p.add_argument("--x", choices=sorted(X_LABELS), help="x-axis (default: recipe's curve.x, else hours)")
-    p.add_argument("--form", choices=["edgebench", "scalerl"], help="curve form (default: recipe's, else scalerl)")
-    p.add_argument("--metric", choices=["mean_score", "success_rate"],
-                   help="run dirs: summary.json key used as the score (default mean_score, else success_rate)")
-    p.add_argument("--bootstrap", type=int, help="bootstrap resamples (0 = no intervals)")
-    p.add_argument("--horizon", type=float, help="learning speed horizon, x units")
-    p.add_argument("--target", type=float, help="report the x needed to reach this score")
-    p.add_argument("--forecast-fraction", type=float, help="forecast check: fit on this first share of checkpoints")
-    p.add_argument("--skip-initial-x", type=float, help="leave points with 0 < x < this out of the fit")
-    p.add_argument("--margin", type=float, help="asymptote margin of the comparison of arms")
-    p.add_argument("--seed", type=int, help="bootstrap seed")
-    p.add_argument("--out", type=Path, help="output folder (default: RUN_DIR/curve for one run, else ./curve)")
-    p.add_argument("--title", default="", help="plot title")
-    p.add_argument("--json", action="store_true", help="print curve.json to stdout instead of the summary")
-    return p
-
-
-_FLAG_TO_FIELD = {"x": "x", "form": "form", "bootstrap": "bootstrap", "horizon": "horizon_hours",
-                  "target": "target_score", "forecast_fraction": "forecast_fraction",
-                  "skip_initial_x": "skip_initial_x", "margin": "margin", "seed": "seed"}
+# curve settings the command's options set: option name -> CurveConfig field
+FLAG_TO_FIELD = {"x": "x", "form": "form", "bootstrap": "bootstrap", "horizon": "horizon_hours",
+                 "target": "target_score", "forecast_fraction": "forecast_fraction",
+                 "skip_initial_x": "skip_initial_x", "margin": "margin", "seed": "seed"}
 
 
 def _recipe_curve_section(run_dir: Path) -> dict[str, Any]:
-    """The run's own curve settings, so `flywheel curve RUN_DIR` repeats the loop's fit."""
+    """The curve section of a run's recipe.resolved.yaml read as plain YAML ({} when absent), for
+    `flywheel compare`; `flywheel curve` reads the recipe with the trainer's loader instead."""
     path = run_dir / "recipe.resolved.yaml"
     if not path.is_file():
         return {}
@@ -411,12 +387,13 @@ def _recipe_curve_section(run_dir: Path) -> dict[str, Any]:
     return dict(section) if isinstance(section, dict) else {}
 
 
-def _build_config(args, run_dirs: list[Path]) -> CurveConfig:
+def curve_settings(recipe_curve: dict[str, Any], settings: dict[str, Any]) -> CurveConfig:
+    """The fit's settings: the (first) run's own curve section, then the options given (None = not given)."""
     from pydantic import ValidationError
 
     from eval.curve_inputs import CurveInputError
-    values = _recipe_curve_section(run_dirs[0]) if run_dirs else {}
-    values.update({field: getattr(args, flag) for flag, field in _FLAG_TO_FIELD.items() if getattr(args, flag) is not None})
+    values = dict(recipe_curve)
+    values.update({k: v for k, v in settings.items() if v is not None})
     try:
         return CurveConfig(**values)
     except ValidationError as e:
@@ -425,58 +402,26 @@ def _build_config(args, run_dirs: list[Path]) -> CurveConfig:
         raise CurveInputError(f"curve setting {where!r}: {first['msg']}") from None
 
 
-def _load_points(args, cfg: CurveConfig) -> tuple[dict[str, list[CurvePoint]], list[str]]:
+def curve_inputs(run_dirs: list[Path], points: Path | None = None, settings: dict[str, Any] | None = None,
+                 metric: str | None = None, recipe_curves: list[dict[str, Any]] | None = None,
+                 ) -> tuple[CurveConfig, dict[str, list[CurvePoint]], list[str]]:
+    """(settings, points per arm, notes) of `flywheel curve`: each run directory is one arm, or the
+    CSV `points` holds them all. `recipe_curves[i]` is run_dirs[i]'s recipe curve section ({} for a
+    run without one); the first run's sets the fit, each run's own `metric` picks its score unless
+    `metric` is given (without either: the summary's mean score when present, else success rate)."""
     from eval.curve_inputs import CurveInputError, points_from_csv, points_from_run
-    if args.points is not None:
-        return points_from_csv(args.points), []
+    recipe_curves = recipe_curves if recipe_curves is not None else [_recipe_curve_section(d) for d in run_dirs]
+    cfg = curve_settings(recipe_curves[0] if run_dirs else {}, settings or {})
+    if points is not None:
+        return cfg, points_from_csv(points), []
     by_arm: dict[str, list[CurvePoint]] = {}
     notes: list[str] = []
-    for run_dir in args.run_dirs:
+    for run_dir, recipe_curve in zip(run_dirs, recipe_curves):
         arm = run_dir.resolve().name
         if arm in by_arm:
             arm = str(run_dir)
         if arm in by_arm:
             raise CurveInputError(f"{run_dir}: given twice")
-        # the metric the run's recipe chose, else the summary's own default (mean score when present)
-        metric = args.metric or _recipe_curve_section(run_dir).get("metric")
-        by_arm[arm], run_notes = points_from_run(run_dir, cfg.x, metric, arm)
+        by_arm[arm], run_notes = points_from_run(run_dir, cfg.x, metric or recipe_curve.get("metric"), arm)
         notes += run_notes
-    return by_arm, notes
-
-
-def curve_command(argv: list[str]) -> int:
-    from eval.curve_inputs import CurveInputError
-    args = _curve_parser().parse_args(argv)
-    if bool(args.run_dirs) == (args.points is not None):
-        print("flywheel curve: give RUN_DIR... or --points FILE.csv (exactly one of them)", file=sys.stderr)
-        return 2
-    try:
-        cfg = _build_config(args, args.run_dirs)
-        points_by_arm, notes = _load_points(args, cfg)
-    except CurveInputError as e:
-        print(f"flywheel curve: error: {e}", file=sys.stderr)
-        return 2
-    one_run = len(args.run_dirs) == 1
-    out = args.out or (args.run_dirs[0] / "curve" if one_run else Path("curve"))
-    try:
-        result = write_curve_outputs(points_by_arm, out, cfg, args.title,
-                                     image_link="curve/curve.png" if one_run and args.out is None else "curve.png")
-    except OSError as e:
-        print(f"flywheel curve: error: cannot write to {out} ({e.strerror})", file=sys.stderr)
-        return 2
-    for note in notes:
-        print(f"flywheel curve: note: {note}", file=sys.stderr)
-    try:
-        if args.json:
-            print(json.dumps(result, indent=2))
-        else:
-            print(result["markdown"])
-            print(f"wrote {out / 'curve.json'}, {out / 'curve.png'}, {out / 'curve.md'}")
-    except BrokenPipeError:  # stdout closed early (| head): the files are written, nothing to report
-        pass
-    fitted = [arm for arm, rec in result["arms"].items() if rec["fit"]["status"] == "ok"]
-    if not fitted:
-        print("flywheel curve: no arm could be fitted: " + "; ".join(
-            f"{arm}: {rec['fit']['reason']}" for arm, rec in result["arms"].items()), file=sys.stderr)
-        return 1
-    return 0
+    return cfg, by_arm, notes

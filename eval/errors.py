@@ -1,7 +1,8 @@
 """User-facing evaluation errors (printed by the CLI without a traceback)."""
+from data_pipeline.errors import FlywheelError
 
 
-class EvalError(Exception):
+class EvalError(FlywheelError):
     """A checkpoint, suite or option the user must fix; the message says what and where."""
 
 

@@ -20,7 +20,6 @@ in that task's `TaskResult` (status "timeout" or "error", score 0, the reason) a
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -29,7 +28,6 @@ import shlex
 import signal
 import string
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -252,25 +250,3 @@ def is_external_suite(name: str) -> bool:
     """Suite names in a recipe that end in .yaml/.yml are external suite files."""
     return name.endswith((".yaml", ".yml"))
 
-
-def main(argv: list[str] | None = None) -> int:
-    """Run one external suite by hand: python -m eval.external SUITE.yaml --out DIR [--checkpoint ...]."""
-    p = argparse.ArgumentParser(prog="python -m eval.external", description=main.__doc__)
-    p.add_argument("suite", help="external suite YAML")
-    p.add_argument("--out", required=True, type=Path, help="folder for per-task results")
-    p.add_argument("--checkpoint", help="checkpoint directory given to {checkpoint}")
-    p.add_argument("--endpoint", help="OpenAI-compatible base URL given to {endpoint}")
-    p.add_argument("--task", action="append", dest="tasks", help="run only this task id (repeatable)")
-    args = p.parse_args(argv)
-    try:
-        results = load_external_suite(args.suite).run(args.checkpoint, args.endpoint, args.out, args.tasks)
-    except ExternalSuiteError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    for r in results:
-        print(json.dumps(r.to_dict()))
-    return 0 if all(r.status == "ok" for r in results) else 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -26,8 +26,10 @@ from typing import Any
 
 import torch
 
+from data_pipeline.errors import FlywheelError
 
-class ModelLoadError(ValueError):
+
+class ModelLoadError(FlywheelError, ValueError):
     """A model option this machine or model cannot honour; printed as one line by the CLI."""
 
 

@@ -1,4 +1,4 @@
-"""`flywheel serve --checkpoint DIR`: an OpenAI-compatible chat-completions endpoint for a checkpoint
+"""An OpenAI-compatible chat-completions endpoint for a checkpoint
 (base model + LoRA adapter), so that external harnesses (eval/external.py's {endpoint}) can act
 with it.
 
@@ -19,7 +19,6 @@ and give its URL to `flywheel eval --endpoint`:
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import re
@@ -207,36 +206,18 @@ def serving(model, tokenizer, host: str = "127.0.0.1", port: int = 0, model_name
         thread.join()
 
 
-def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="flywheel serve", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--checkpoint", required=True, help="round checkpoint dir (manifest.json) or model folder")
-    ap.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
-    ap.add_argument("--port", type=int, default=8000, help="port (0 = any free port)")
-    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"])
-    ap.add_argument("--attn-implementation", default="sdpa", choices=["sdpa", "eager", "flash_attention_2"])
-    ap.add_argument("--chat-template", default=None, metavar="FILE",
-                    help="Jinja chat template to render with (the recipe's model.chat_template, if it set one)")
-    ap.add_argument("--trust-remote-code", action="store_true", help="allow model code from the model folder")
-    ap.add_argument("--name", default=None, help="model id reported by /v1/models (default: the folder name)")
-    args = ap.parse_args(argv)
-    from eval.cli import resolve_checkpoint
-    from eval.models import LoadOptions
+def checkpoint_server(checkpoint, load, host: str = "127.0.0.1", port: int = 8000, name: str | None = None):
+    """A server (not yet serving: call its serve_forever) of the checkpoint `flywheel serve --checkpoint`
+    names: a round dir, a model folder or an adapter folder, loaded with `load` (eval.models.LoadOptions)."""
+    from eval.checkpoints import resolve_checkpoint
     from eval.policy import load_checkpoint
 
-    base, adapter = resolve_checkpoint(args.checkpoint)
-    model, tokenizer = load_checkpoint(base, adapter, LoadOptions(
-        dtype=args.dtype, attn_implementation=args.attn_implementation, trust_remote_code=args.trust_remote_code,
-        chat_template=args.chat_template))
+    base, adapter = resolve_checkpoint(checkpoint)
+    model, tokenizer = load_checkpoint(base, adapter, load)
     try:
-        server = make_server(model, tokenizer, args.host, args.port, args.name or _folder_name(args.checkpoint))
+        return make_server(model, tokenizer, host, port, name or _folder_name(checkpoint))
     except OSError as e:
-        raise EvalError(f"cannot listen on {args.host}:{args.port}: {e.strerror}") from None
-    print(f"serving {args.checkpoint} at {base_url(server)} (Ctrl-C stops)", flush=True)
-    try:
-        server.serve_forever()
-    finally:
-        server.server_close()
-    return 0
+        raise EvalError(f"cannot listen on {host}:{port}: {e.strerror}") from None
 
 
 def _folder_name(path: str) -> str:

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from eval.cli import curve_main
+from trainer.cli.curve import main as curve_main
 from eval.curve import sigmoid_curve
 from eval.curve_inputs import CurveInputError, points_from_csv, points_from_run
 
@@ -72,7 +72,7 @@ def test_json_output_and_options(tmp_path, capsys):
 
 def test_recipe_curve_section_sets_defaults(tmp_path, capsys):
     run = make_run(tmp_path / "exp")
-    (run / "recipe.resolved.yaml").write_text("curve:\n  form: edgebench\n  bootstrap: 0\n")
+    (run / "recipe.resolved.yaml").write_text("experiment: exp\ncurve:\n  form: edgebench\n  bootstrap: 0\n")
     assert curve_main([str(run), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["form"] == "edgebench"
 

@@ -9,10 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from eval.cli import eval_main, read_eval_recipe, resolve_checkpoint
+from eval.checkpoints import resolve_checkpoint
 from eval.errors import EvalError
 from eval.evaluator import pass_at_k, pass_k_values, summarize
 from trainer.cli import main as flywheel
+from trainer.cli.eval import load_eval_recipe, main as eval_main
+from trainer.recipe import RecipeError
+from trainer.round import load_options
 
 
 @pytest.fixture(scope="module")
@@ -58,12 +61,15 @@ def test_pass_at_k_matches_counting_and_exposes_intervals():
     assert set(summarize({"a": [(True, 1.0)]}, 1)["pass_at_k"]) == {"1"}
 
 
-def test_recipe_read_without_trainer_follows_base_and_overrides(recipe):
-    cfg, load, experiment = read_eval_recipe(recipe, ["eval.suites.0.episodes=3", "train.rounds=9"])
+def test_eval_reads_the_recipe_with_the_loader_following_base_and_overrides(recipe):
+    r = load_eval_recipe(recipe, ["eval.suites.0.episodes=3", "train.rounds=9"])
+    cfg, load, experiment = r.eval, load_options(r), r.experiment
     assert (cfg.seed, cfg.policy.batch_size, cfg.suites[0].episodes, cfg.suites[0].samples_per_task) == (7, 8, 3, 2)
     assert (load.dtype, load.attn_implementation, experiment) == ("float32", "sdpa", "t")
-    with pytest.raises(EvalError, match=r"r.yaml: key 'eval.suites.0.episodes'"):
-        read_eval_recipe(recipe, ["eval.suites.0.episodes=0"])
+    with pytest.raises(RecipeError, match=r"override 'eval.suites.0.episodes=0': key 'eval.suites\[0\].episodes'"):
+        load_eval_recipe(recipe, ["eval.suites.0.episodes=0"])
+    with pytest.raises(RecipeError, match="unknown key 'nonsense' in section 'train'"):
+        load_eval_recipe(recipe, ["train.nonsense=1"])  # the one loader checks every section's keys
 
 
 def test_eval_writes_next_to_checkpoint_and_repeats_exactly(checkpoint, recipe, tmp_path):

@@ -11,8 +11,8 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 def test_readme_table_matches_the_schema():
     block = readme_block(README.read_text(encoding="utf-8"))
-    assert block is not None, f"README.md lacks the {START} ... {END} block: run python -m trainer.recipe_docs"
-    assert block == keys_block(), "README.md's recipe key table is out of date: run python -m trainer.recipe_docs"
+    assert block is not None, f"README.md lacks the {START} ... {END} block: run flywheel recipe docs"
+    assert block == keys_block(), "README.md's recipe key table is out of date: run flywheel recipe docs"
     assert "## Recipe keys" in README.read_text(encoding="utf-8")
 
 

@@ -7,12 +7,13 @@ import math
 
 import pytest
 
-from trainer.cli import UserError
+from trainer.errors import UserError
 from trainer.recipe import load_recipe
 from trainer.round import base_model_path
 from trainer.rundir import RunDir, dir_checksums
+from trainer.cli.study import main
 from trainer.study import (arm_overrides, budget_check, difference_of_proportions, expected_best_of_k,
-                           final_comparison, main, retry_k, run_study)
+                           final_comparison, retry_k, run_study)
 
 RECIPE = "recipes/study-quickstart.yaml"
 # Budget 4 h: base episodes are ~9 min, so one episode's overshoot is under 5% of it.

@@ -107,7 +107,7 @@ def test_refit_merges_and_refits_on_one_cpu():
     script = render_refit(ctx_for("qwen3-8b-sft.yaml"), 4)
     opts = sbatch_opts(script)
     assert opts["cpus-per-task"] == "1" and "gpus-per-node" not in opts
-    assert "-m trainer.submit refit" in script and "ROUND=4\n" in script
+    assert "-m trainer.cli.submit refit" in script and "ROUND=4\n" in script
 
 
 @pytest.mark.parametrize("name", ["qwen3-8b-sft.yaml", "qwen3-8b-sft-kto.yaml", "llama3-70b-lora-zero3.yaml",
@@ -140,7 +140,7 @@ def test_no_secret_reaches_scripts_or_dry_run_output(monkeypatch, tmp_path, caps
     monkeypatch.setenv("WANDB_API_KEY", SECRET)
     monkeypatch.setenv("HF_TOKEN", SECRET)
     monkeypatch.chdir(tmp_path)
-    from trainer.submit import main
+    from trainer.cli.submit import main
 
     assert main([str(RECIPES / "llama3-70b-lora-zero3.yaml"), "--rounds", "2", "--dry-run"]) == 0
     out = capsys.readouterr().out
@@ -163,7 +163,7 @@ def test_dry_run_without_a_reachable_controller_plans_and_warns(monkeypatch, tmp
     run_dir = tmp_path / "run"
     ctx = ctx_for("quickstart.yaml", f"run_dir={run_dir}", "train.rounds=1")
     atomic_write_json(ctx.slurm_dir / "jobs.json", {"jobs": {"eval-round-0000": {"job_id": "7"}}, "submissions": []})
-    from trainer.submit import main
+    from trainer.cli.submit import main
 
     assert main([str(RECIPES / "quickstart.yaml"), f"run_dir={run_dir}", "--rounds", "1", "--dry-run"]) == 0
     cap = capsys.readouterr()

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from eval.models import LoadOptions, load_model, load_tokenizer
-from trainer.cli import UserError
+from trainer.errors import UserError
 
 FINAL_ADAPTER = "final-adapter"  # run_trainer saves the trained adapter here, inside the work dir
 _progress = {"enabled": True}

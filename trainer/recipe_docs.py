@@ -1,11 +1,9 @@
 """Generate the README's table of recipe keys from the schema (the section classes' fields and their
-one-line docs), between the markers below. `python -m trainer.recipe_docs` rewrites README.md;
+one-line docs), between the markers below. `flywheel recipe docs` rewrites README.md;
 `--check` exits 1 when the table is out of date (tests/test_recipe_docs.py does the same check)."""
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +55,7 @@ def key_rows(section: type = Recipe, prefix: str = "") -> list[tuple[str, str, s
 
 def keys_block() -> str:
     lines = [START,
-             "<!-- generated from the recipe schema by `python -m trainer.recipe_docs`; do not edit by hand -->",
+             "<!-- generated from the recipe schema by `flywheel recipe docs`; do not edit by hand -->",
              "",
              "Every key a recipe may set; anything else is an error. Set a key in the recipe file or on the "
              "command line as `key.sub=value` (list items by index: `eval.suites.0.episodes=32`).",
@@ -91,20 +89,3 @@ def update_readme(path: Path = README) -> bool:
     path.write_text(new_text, encoding="utf-8")
     return True
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainer.recipe_docs", description=__doc__.splitlines()[0])
-    parser.add_argument("--readme", type=Path, default=README)
-    parser.add_argument("--check", action="store_true", help="Exit 1 when the README table is out of date")
-    args = parser.parse_args(argv)
-    if args.check:
-        in_sync = readme_block(args.readme.read_text(encoding="utf-8")) == keys_block()
-        print(f"{args.readme}: recipe key table {'up to date' if in_sync else 'out of date: run python -m trainer.recipe_docs'}")
-        return 0 if in_sync else 1
-    changed = update_readme(args.readme)
-    print(f"{args.readme}: recipe key table {'updated' if changed else 'already up to date'}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

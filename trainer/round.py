@@ -19,7 +19,6 @@ checkpoint and records why in rounds/round-XXXX.failed.json.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -33,9 +32,10 @@ from typing import Any
 
 from data_pipeline.heldout import HeldoutSpec
 from data_pipeline.store import ExperienceStore
+from eval.checkpoints import checkpoint_of
 from eval.envs.base import HELDOUT_SEED_START
 from trainer import tracking
-from trainer.cli import UserError
+from trainer.errors import UserError
 from trainer.common import (FINAL_ADAPTER, TrainingDiverged, dist_env, quiet_libraries, remove_checkpoints,
                             set_progress)
 from trainer.model_check import require_loadable
@@ -104,10 +104,9 @@ def ensure_round0(recipe: Recipe, run: RunDir) -> dict:
 
 
 def checkpoint_paths(run: RunDir, manifest: dict) -> tuple[Path, Path | None]:
-    """(base model folder, adapter folder or None) of a round's checkpoint."""
-    r = manifest["round"]
-    adapter = run.round_dir(r) / manifest["adapter"] if manifest.get("adapter") else None
-    return Path(manifest["base_model"]), adapter
+    """(base model folder, adapter folder or None) of a round's checkpoint (eval.checkpoints, the
+    same resolution as `flywheel eval` / `flywheel serve`)."""
+    return checkpoint_of(run.round_dir(manifest["round"]), manifest)
 
 
 # ---- 1-2. collect and ingest ---------------------------------------------------------------------
@@ -468,7 +467,7 @@ def _gpus() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-# ---- CLI -----------------------------------------------------------------------------------------
+# ---- the command -----------------------------------------------------------------------------------------
 def _next_round(run: RunDir) -> int:
     done = run.completed_rounds()
     if not done:
@@ -476,47 +475,35 @@ def _next_round(run: RunDir) -> int:
     return max(done) + 1
 
 
-def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="flywheel train", description="Run the next training round of an experiment.")
-    ap.add_argument("recipe")
-    ap.add_argument("overrides", nargs="*", help="key.sub=value recipe overrides")
-    ap.add_argument("--round", type=int, default=None, help="round to run (default: the next one)")
-    ap.add_argument("--stage", choices=STAGES, default="all",
-                    help="prepare: collect+ingest+select+dataset; fit: train (every rank under torchrun); "
-                         "finalize: write the checkpoint; all: the three in turn")
-    ap.add_argument("--fork", action="store_true", help="allow a changed recipe in an existing run directory")
-    ap.add_argument("--quiet", action="store_true", help="no progress bars")
-    args = ap.parse_args(argv)
-    recipe = load_recipe(args.recipe, args.overrides)
+def train_command(recipe: Recipe, r: int | None = None, stage: str = "all", fork: bool = False,
+                  progress: bool = True) -> dict | None:
+    """`flywheel train`: run `stage` (STAGES) of round r (default: the next one) of the recipe's run,
+    under the run directory's lock except for `fit` (which every rank runs). Returns what the command
+    prints (None on a non-zero rank)."""
     require_loadable(recipe)  # before the lock, the resolved recipe or any stage touches the run directory
     run = RunDir(recipe.run_path())
     env = dist_env()
-    set_progress(not args.quiet)
-    if args.round is not None and args.round < 1:
+    set_progress(progress)
+    if r is not None and r < 1:
         raise UserError("--round must be >= 1 (round 0 is the base model)")
-    if env.distributed and args.stage != "fit":
+    if env.distributed and stage != "fit":
         raise UserError(f"under a distributed launch (WORLD_SIZE={env.world_size}) only `--stage fit` runs on every "
                         "rank; run prepare and finalize once, outside the launcher")
-    if args.stage == "fit":  # no lock: the job that prepared the round holds the run, and every rank gets here
-        r = args.round if args.round is not None else _next_round(run)
+    if stage == "fit":  # no lock: the job that prepared the round holds the run, and every rank gets here
+        r = r if r is not None else _next_round(run)
         fit_round(recipe, run, r)
-        if env.is_main:
-            print(json.dumps({"round": r, "stage": "fit", "work_dir": str(run.work_dir(r))}))
-        return 0
+        return {"round": r, "stage": "fit", "work_dir": str(run.work_dir(r))} if env.is_main else None
     with run.lock("train"):
-        write_resolved(recipe, run.root, fork=args.fork)
+        write_resolved(recipe, run.root, fork=fork)
         ensure_round0(recipe, run)
-        r = args.round if args.round is not None else _next_round(run)
+        r = r if r is not None else _next_round(run)
         tracking.log_pending(recipe, run)  # stages run as their own jobs (`flywheel eval`) are logged here
-        if args.stage == "prepare":
-            sel = prepare_round(recipe, run, r, progress=not args.quiet)
-            print(json.dumps({"round": r, "stage": "prepare", "work_dir": str(run.work_dir(r)),
-                              "rows": sel["rows"] if sel else None, "completed": sel is None}))
-            return 0
+        if stage == "prepare":
+            sel = prepare_round(recipe, run, r, progress=progress)
+            return {"round": r, "stage": "prepare", "work_dir": str(run.work_dir(r)),
+                    "rows": sel["rows"] if sel else None, "completed": sel is None}
         with tracking.stage(recipe, run, "train", r):  # W&B train run (resumed after a preemption) + local record
-            m = finalize_round(recipe, run, r) if args.stage == "finalize" else \
-                train_round(recipe, run, r, progress=not args.quiet)
-    print(json.dumps({"round": r, "checkpoint": str(run.round_dir(r)),
-                      "cumulative_interaction_hours": m["cumulative_interaction_hours"],
-                      "trajectories_used": m["trajectories_used"], "tokens_trained": m["tokens_trained"]}))
-    return 0
+            m = finalize_round(recipe, run, r) if stage == "finalize" else train_round(recipe, run, r, progress=progress)
+    return {"round": r, "checkpoint": str(run.round_dir(r)),
+            "cumulative_interaction_hours": m["cumulative_interaction_hours"],
+            "trajectories_used": m["trajectories_used"], "tokens_trained": m["tokens_trained"]}

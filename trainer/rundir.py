@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from data_pipeline.store import sha256_file
-from trainer.cli import UserError
+from trainer.errors import UserError
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -33,7 +33,6 @@ job chain through `flywheel submit`, and `--report-only` writes the report once 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
@@ -42,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from trainer.cli import UserError
+from trainer.errors import UserError
 from trainer.config import ArmConfig
 from trainer.model_check import require_loadable
 from trainer.recipe import Recipe, load_recipe
@@ -601,14 +600,14 @@ def _timings(study: Recipe) -> dict[str, float]:
 
 def submit_arms(study_path: str, overrides: list[str], study: Recipe, arms, seeds, dry_run: bool) -> int:
     try:
-        from trainer.submit import main as submit_main
+        from trainer.submit import submit
     except ImportError as e:
         raise UserError(f"--slurm needs `flywheel submit` (trainer/submit.py), which is not available here ({e}); "
                         "run the study locally without --slurm") from None
     for seed in seeds:
         for arm in arms:
             print(f"== {arm_label(arm, seed)}: flywheel submit", flush=True)
-            submit_main([study_path, *overrides, *arm_overrides(study, arm, seed), *(["--dry-run"] if dry_run else [])])
+            submit(study_path, [*overrides, *arm_overrides(study, arm, seed)], dry_run=dry_run)
     print(f"when the jobs are done: flywheel study {study_path} {' '.join(overrides)} --report-only")
     return 0
 
@@ -640,25 +639,10 @@ def run_study(study_path: str, overrides: list[str], arms_arg: str | None = None
     return write_study_report(study, data, timings, missing)
 
 
-def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="flywheel study", description=__doc__.split("\n\n")[0])
-    ap.add_argument("recipe")
-    ap.add_argument("overrides", nargs="*", help="key.sub=value recipe overrides (every arm gets them)")
-    ap.add_argument("--arms", help="comma-separated arm names (default: all of study.arms)")
-    ap.add_argument("--seeds", help="comma-separated seeds (default: study.seeds)")
-    ap.add_argument("--slurm", action="store_true", help="submit each arm's job chain with flywheel submit instead")
-    ap.add_argument("--dry-run", action="store_true", help="with --slurm: print the jobs, submit nothing")
-    ap.add_argument("--report-only", action="store_true", help="run nothing: write the report from finished arms")
-    ap.add_argument("--quiet", action="store_true", help="no progress bars")
-    args = ap.parse_args(argv)
-    if args.slurm:
-        study = load_recipe(args.recipe, args.overrides)
-        check_study(study, args.recipe)
-        arms, seeds = select(study, args.arms, args.seeds)
-        return submit_arms(args.recipe, args.overrides, study, arms, seeds, args.dry_run)
-    t0 = time.time()
-    report = run_study(args.recipe, args.overrides, args.arms, args.seeds, not args.quiet, args.report_only)
-    print(f"\nstudy done in {time.time() - t0:.0f}s")
-    print(f"report: {report.resolve()}")
-    print(f"plot:   {(report.parent / 'study.png').resolve()}")
-    return 0
+def submit_study(study_path: str, overrides: list[str], arms_arg: str | None = None, seeds_arg: str | None = None,
+                 dry_run: bool = False) -> int:
+    """`flywheel study --slurm`: submit each selected arm x seed's job chain with `flywheel submit`."""
+    study = load_recipe(study_path, overrides)
+    check_study(study, study_path)
+    arms, seeds = select(study, arms_arg, seeds_arg)
+    return submit_arms(study_path, overrides, study, arms, seeds, dry_run)

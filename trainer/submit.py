@@ -16,10 +16,8 @@ while its job is alive.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fcntl
-import io
 import json
 import os
 import re
@@ -32,7 +30,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from trainer.cli import UserError
+from trainer.errors import UserError
 from trainer.model_check import require_loadable, warn_unloadable
 from trainer.recipe import Recipe, load_recipe, write_resolved
 from trainer.rundir import RunDir, atomic_write_json, atomic_write_text
@@ -55,27 +53,20 @@ class Capabilities:
     eval_shards: bool = True    # flywheel eval ... --shard I/N
 
 
-def _help_text(func) -> str:
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
-        try:
-            func(["--help"])
-        except SystemExit:
-            pass
-    return out.getvalue()
-
-
 @lru_cache(maxsize=1)
 def detect_capabilities() -> Capabilities:
-    from trainer.round import main as train_main
+    """What the library behind `flywheel train` / `flywheel eval` (trainer/cli/) can do in this build."""
+    import inspect
+
+    from trainer import round as round_module
 
     try:
-        from eval.cli import eval_main
+        from eval.checkpoint_eval import evaluate_checkpoint
     except ImportError:
-        eval_main = None
-    eval_help = _help_text(eval_main) if eval_main else ""
-    return Capabilities(train_stages="--stage" in _help_text(train_main), eval_cli=eval_main is not None,
-                        eval_shards="--shard" in eval_help)
+        evaluate_checkpoint = None
+    shards = evaluate_checkpoint is not None and "shard" in inspect.signature(evaluate_checkpoint).parameters
+    return Capabilities(train_stages="fit" in getattr(round_module, "STAGES", ()),
+                        eval_cli=evaluate_checkpoint is not None, eval_shards=shards)
 
 
 # ---- rendering ----------------------------------------------------------------------------------
@@ -226,7 +217,7 @@ def _eval_command(ctx: Context) -> str:
     # A build without sharded evaluation: element 0 evaluates the whole checkpoint, the others have nothing to do.
     return ('if [ "$SHARD" != 0 ]; then stamp "this build evaluates unsharded: element 0 does it"; '
             'set_status completed "unsharded build"; exit 0; fi\n'
-            '    run_step "$PY" -m trainer.submit eval-whole "$RECIPE" --round "$ROUND"')
+            '    run_step "$PY" -m trainer.cli.submit eval-whole "$RECIPE" --round "$ROUND"')
 
 
 def render_eval(ctx: Context, r: int) -> str:
@@ -449,19 +440,16 @@ def _summary_line(decisions: list[Decision]) -> str:
     return "\n".join(parts)
 
 
-def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="flywheel submit", description=__doc__.split("\n\n")[0])
-    ap.add_argument("recipe")
-    ap.add_argument("overrides", nargs="*", help="key.sub=value recipe overrides")
-    ap.add_argument("--rounds", type=int, default=None, help="train rounds 1..K (default: train.rounds of the recipe)")
-    ap.add_argument("--dry-run", action="store_true", help="print the scripts and sbatch lines; submit nothing")
-    ap.add_argument("--fork", action="store_true", help="allow a changed recipe in an existing run directory")
-    args = ap.parse_args(argv)
-    overrides = list(args.overrides) + ([f"train.rounds={args.rounds}"] if args.rounds is not None else [])
-    recipe = load_recipe(args.recipe, overrides)
+def submit(recipe_path: str, overrides: list[str] = (), rounds: int | None = None, dry_run: bool = False,
+           fork: bool = False) -> int:
+    """`flywheel submit`: render the experiment's job chain and submit what is not done or alive
+    (`dry_run`: print the scripts and sbatch lines, submit nothing); rounds 1..`rounds` (default
+    train.rounds of the recipe)."""
+    overrides = list(overrides) + ([f"train.rounds={rounds}"] if rounds is not None else [])
+    recipe = load_recipe(recipe_path, overrides)
     ctx = make_context(recipe)
     run = RunDir(ctx.run_dir)
-    if args.dry_run:  # it only shows the jobs, maybe on a machine that is not the cluster
+    if dry_run:  # it only shows the jobs, maybe on a machine that is not the cluster
         warn_unloadable(recipe, "the jobs would stop at their start; a real submit refuses it")
         jobs = _read_jobs(ctx)["jobs"]
         alive: dict[str, str] = {}
@@ -477,7 +465,7 @@ def main(argv: list[str]) -> int:
         raise UserError("sbatch is not on PATH: run flywheel submit on a Slurm login node (or --dry-run to see the jobs)")
     require_loadable(recipe)  # on the login node, before the run directory is written or any job queued
     with _submit_lock(ctx):
-        write_resolved(recipe, ctx.run_dir, fork=args.fork)
+        write_resolved(recipe, ctx.run_dir, fork=fork)
         from trainer.round import ensure_round0
 
         # Round 0 (the base checkpoint) exists before its eval array starts; cheap, done here once.
@@ -542,25 +530,3 @@ def eval_whole(recipe_path: str, r: int) -> dict:
     run = RunDir(make_context(recipe, caps=Capabilities()).run_dir)
     s = evaluate_round(recipe, run, r, progress=False)
     return {"round": r, "success_rate": s["success_rate"], "episodes": s["episodes"]}
-
-
-def job_main(argv: list[str]) -> int:
-    """`python -m trainer.submit refit|eval-whole RECIPE --round R` (what the rendered jobs run)."""
-    ap = argparse.ArgumentParser(prog="python -m trainer.submit")
-    ap.add_argument("step", choices=["refit", "eval-whole"])
-    ap.add_argument("recipe")
-    ap.add_argument("--round", type=int, required=True)
-    args = ap.parse_args(argv)
-    result = (refit if args.step == "refit" else eval_whole)(args.recipe, args.round)
-    print(json.dumps(result))
-    return 0
-
-
-if __name__ == "__main__":
-    from trainer.cli import _user_error_types
-
-    try:
-        sys.exit(job_main(sys.argv[1:]))
-    except _user_error_types() as e:
-        print(f"flywheel {sys.argv[1] if len(sys.argv) > 1 else 'job'}: error: {e}", file=sys.stderr)
-        sys.exit(2)

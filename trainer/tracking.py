@@ -232,6 +232,17 @@ def write_sync_note(recipe: Recipe, run: RunDir) -> Path:
     return path
 
 
+def sync_command(recipe: Recipe, run: RunDir) -> str | None:
+    """The `wandb sync` command that uploads this run directory's offline W&B runs, or None when
+    it holds none (W&B disabled, or every stage logged online)."""
+    wandb_dir = (run.tracking / "wandb").resolve()
+    if not any(wandb_dir.glob("offline-run-*")):
+        return None
+    cfg = recipe.tracking.wandb
+    entity = f" --entity {cfg.entity}" if cfg.entity else ""
+    return f"wandb sync --project {cfg.project}{entity} {wandb_dir}/offline-run-*"
+
+
 # ---- artifacts -------------------------------------------------------------------------------------
 def _file_artifact(wandb, name: str, type_: str, root: Path, checksummed: list[str], referenced: list[str],
                    metadata: dict):
@@ -488,25 +499,15 @@ def log_pending(recipe: Recipe, run: RunDir) -> list[dict]:
     return written
 
 
-def main(argv: list[str]) -> int:
-    """`flywheel track RUN_DIR`: log every finished stage of a run directory not logged yet."""
-    import argparse
 
+def track_run(run_dir: str | Path) -> list[dict]:
+    """`flywheel track RUN_DIR`: log every finished stage of a run directory not logged yet, with
+    the run's own resolved recipe; the records written."""
+    from trainer.errors import UserError
     from trainer.recipe import RESOLVED_NAME, load_recipe
 
-    ap = argparse.ArgumentParser(prog="flywheel track", description=(
-        "Log every finished stage of a run directory that is not logged yet (trainings, evaluations run as "
-        "their own jobs, the latest curve) to W&B and tracking/metrics.jsonl, with the run's own recipe."))
-    ap.add_argument("run_dir", type=Path)
-    args = ap.parse_args(argv)
-    if not (args.run_dir / RESOLVED_NAME).is_file():
-        from trainer.cli import UserError
-
-        raise UserError(f"{args.run_dir}: no {RESOLVED_NAME} (is this a flywheel run directory?)")
-    recipe = load_recipe(args.run_dir / RESOLVED_NAME, [])
-    run = RunDir(args.run_dir)
-    for rec in log_pending(recipe, run):
-        wb = rec.get("wandb") or {}
-        print(f"{rec['job']} round {rec['round']}: " + (f"W&B run {wb.get('id')} ({wb.get('mode')})" if wb.get("id")
-                                                       else "local record only"))
-    return 0
+    run_dir = Path(run_dir)
+    if not (run_dir / RESOLVED_NAME).is_file():
+        raise UserError(f"{run_dir}: no {RESOLVED_NAME} (is this a flywheel run directory?)")
+    recipe = load_recipe(run_dir / RESOLVED_NAME, [])
+    return log_pending(recipe, RunDir(run_dir))

@@ -16,13 +16,12 @@ checks serve the trainer: `check_checkpoint(round_dir)` raises `CheckpointCorrup
 """
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from data_pipeline.store import sha256_file
-from trainer.cli import UserError
+from trainer.errors import UserError
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")  # what PEFT needs to load one
 _HASH_BYTES = 16  # prefix length of the store's hash index entries (data_pipeline/store.py)
@@ -203,22 +202,3 @@ def verify(path: Path) -> dict:
         raise UserError(f"{root} holds neither an experience store nor rounds/: nothing to verify")
     return {"path": str(root), "ok": not problems, "problems": [asdict(p) for p in problems],
             "notes": notes, "checked": checked}
-
-
-def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="flywheel verify", description=__doc__.split("\n\n")[0])
-    ap.add_argument("run_dir", help="run directory (or an experience store directory)")
-    ap.add_argument("--json", action="store_true", help="print the result as one JSON object")
-    a = ap.parse_args(argv)
-    result = verify(Path(a.run_dir))
-    if a.json:
-        print(json.dumps(result, sort_keys=True))
-    else:
-        c = result["checked"]
-        for p in result["problems"]:
-            print(f"CORRUPTED  {p['path']}: {p['problem']}")
-        for n in result["notes"]:
-            print(f"note       {n}")
-        verdict = "ok" if result["ok"] else f"{len(result['problems'])} problem(s)"
-        print(f"{result['path']}: {c['batches']} store batches, {c['rounds']} rounds checked: {verdict}")
-    return 0 if result["ok"] else 1

@@ -274,10 +274,10 @@ def _eval_commands(work: Path) -> list[list[str]]:
 
 def eval_cli_available() -> bool:
     try:
-        import eval.cli as ec
+        import trainer.cli.eval as ec
     except ImportError:
         return False
-    return hasattr(ec, "eval_main")
+    return hasattr(ec, "main")
 
 
 def _eval_outcome(work: Path) -> dict:

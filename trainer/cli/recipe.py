@@ -1,8 +1,9 @@
 """`flywheel recipe show RECIPE [key.sub=value ...]` prints the resolved recipe with its hash
 (stdout) and the round's memory plan per GPU (stderr, see trainer/memory_plan.py);
-`flywheel recipe check PATH...` validates recipe files (folders recursively), one line per file.
+`flywheel recipe check PATH...` validates recipe files (folders recursively), one line per file;
+`flywheel recipe docs [--check]` rewrites (or checks) README.md's recipe key table (trainer/recipe_docs.py).
 
-Both exit 2 on a bad recipe, like every user error of the `flywheel` command. `check` also asks
+All exit 2 on a bad recipe, like every user error of the `flywheel` command. `check` also asks
 whether each recipe's model loads on this machine without network (trainer/model_check.py): a local
 model path that is missing or incomplete fails the file, while a hub id absent from this machine's
 Hugging Face cache is only a warning, since the recipe may run where the cache holds it (a cluster
@@ -20,17 +21,26 @@ from trainer.model_check import is_local_path, recipe_model_problem
 from trainer.recipe import Recipe, RecipeError, code_version, load_recipe
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="flywheel recipe", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="action", required=True)
-    show = sub.add_parser("show", help="Print the resolved recipe (defaults, bases, overrides applied) with its hash")
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flywheel recipe", description=(
+        "Show a resolved recipe (defaults, base chain and overrides applied) with its hash and memory plan, "
+        "check recipe files, or regenerate README.md's table of recipe keys."))
+    sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION", help="show, check or docs")
+    show = sub.add_parser("show", help="Print the resolved recipe (defaults, bases, overrides applied) with its hash",
+                          description="Print the resolved recipe (defaults, bases, overrides applied) with its hash "
+                                      "on stdout, and the round's memory plan per GPU on stderr.")
     show.add_argument("recipe", help="Recipe YAML file")
     show.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.learning_rate=5e-4")
     check = sub.add_parser("check", help="Validate recipe files; folders are searched recursively for *.yaml / *.yml",
                            description="Validate recipe files, and check that each one's model loads here without "
                                        "network: a missing or incomplete local model path fails; a hub id not in "
-                                       "this machine's Hugging Face cache only warns (it may be cached where it runs)")
+                                       "this machine's Hugging Face cache only warns (it may be cached where it runs).")
     check.add_argument("paths", nargs="+", help="Recipe files or folders")
+    docs = sub.add_parser("docs", help="Rewrite README.md's recipe key table from the schema (--check: only compare)",
+                          description="Rewrite the table of recipe keys in README.md from the recipe schema (every "
+                                      "key's type, default and one-line doc); --check exits 1 when it is out of date.")
+    docs.add_argument("--readme", type=Path, default=None, help="the README to update (default: the checkout's README.md)")
+    docs.add_argument("--check", action="store_true", help="Exit 1 when the README table is out of date; change nothing")
     return parser
 
 
@@ -104,19 +114,26 @@ def check(paths: list[str]) -> int:
     return 0
 
 
+def docs(readme: Path | None, check_only: bool) -> int:
+    from trainer.recipe_docs import README, keys_block, readme_block, update_readme
+
+    readme = readme or README
+    if check_only:
+        in_sync = readme_block(readme.read_text(encoding="utf-8")) == keys_block()
+        print(f"{readme}: recipe key table {'up to date' if in_sync else 'out of date: run flywheel recipe docs'}")
+        return 0 if in_sync else 1
+    changed = update_readme(readme)
+    print(f"{readme}: recipe key table {'updated' if changed else 'already up to date'}")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     try:
-        args = _parser().parse_args(argv)
+        args = parser().parse_args(argv)
     except SystemExit as e:  # argparse already printed the usage line
         return int(e.code or 0)
     if args.action == "show":
         return show(args.recipe, args.overrides)
+    if args.action == "docs":
+        return docs(args.readme, args.check)
     return check(args.paths)
-
-
-if __name__ == "__main__":
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except RecipeError as e:
-        print(f"flywheel recipe: error: {e}", file=sys.stderr)
-        sys.exit(2)

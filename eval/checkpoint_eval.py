@@ -1,0 +1,70 @@
+"""One checkpoint on the held-out suites, whole or as shards (`flywheel eval`, trainer/cli/eval.py).
+The command reads the recipe; this module takes its `EvalConfig` and `LoadOptions` as values."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from eval.checkpoints import resolve_checkpoint
+from eval.config import EvalConfig
+from eval.errors import EvalError
+from eval.models import LoadOptions
+
+
+def select_suites(cfg: EvalConfig, names: list[str]) -> EvalConfig:
+    """Only the named suites: the recipe's settings when it lists them, else the suite's defaults."""
+    from eval.config import SuiteConfig
+    from eval.suites import SUITES
+
+    picked = []
+    for name in names:
+        mine = [s for s in cfg.suites if s.name == name]
+        if not mine and name not in SUITES and not name.endswith((".yaml", ".yml")):
+            raise EvalError(f"--suite {name}: not in the recipe and not a built-in suite "
+                            f"({', '.join(sorted(SUITES))}) or an external suite .yaml")
+        picked += mine or [SuiteConfig(name=name, difficulty=SUITES[name].default_difficulty if name in SUITES else 1)]
+    return cfg.model_copy(update={"suites": picked})
+
+
+def results_dir(checkpoint: str | Path, suites: list[str] = ()) -> Path:
+    """Where a checkpoint's evaluation goes by default: DIR/eval, or DIR/eval-NAME+NAME for some suites
+    (so the full evaluation stays)."""
+    return Path(checkpoint) / ("eval" if not suites else "eval-" + "+".join(Path(s).stem for s in suites))
+
+
+def checkpoint_policy(cfg: EvalConfig, base: Path, adapter: Path | None, load: LoadOptions, name: str):
+    from eval.policy import HFPolicy, load_checkpoint
+
+    try:
+        model, tokenizer = load_checkpoint(base, adapter, load)
+    except (OSError, ValueError) as e:
+        raise EvalError(f"cannot load checkpoint {adapter or base}: {e}") from None
+    pc = cfg.policy
+    return HFPolicy(model, tokenizer, temperature=pc.temperature, constrained=pc.constrained,
+                    max_new_tokens=pc.max_new_tokens, name=name)
+
+
+def evaluate_checkpoint(cfg: EvalConfig, load: LoadOptions, checkpoint: str | Path, *, experiment: str,
+                        out: Path | None = None, suites: list[str] = (), shard: tuple[int, int] | None = None,
+                        merge_only: int | None = None, endpoint: str | None = None,
+                        progress: bool = True) -> tuple[dict | None, Path, Path | None]:
+    """Evaluate `checkpoint` (a round dir, a model folder or an adapter folder) on `cfg`'s suites, or
+    only on `suites`. Returns (summary, results folder, shard file): the summary is None when
+    `shard` (I, N) was evaluated and other shards are still missing; `merge_only` N only merges N
+    finished shards."""
+    from eval.evaluator import evaluate, evaluate_shard, merge_shards, missing_shards
+
+    if suites:
+        cfg = select_suites(cfg, list(suites))
+    ckpt = Path(checkpoint)
+    out = out or results_dir(ckpt, list(suites))
+    if merge_only is not None:
+        return merge_shards(out, merge_only), out, None
+    base, adapter = resolve_checkpoint(ckpt)
+    policy = checkpoint_policy(cfg, base, adapter, load, f"{experiment}/{ckpt.resolve().name}")
+    label = str(adapter or base)
+    if shard is None:
+        return evaluate(policy, cfg, out, checkpoint=label, progress=progress, endpoint=endpoint), out, None
+    path = evaluate_shard(policy, cfg, out, shard, checkpoint=label, progress=progress, endpoint=endpoint)
+    if missing_shards(out, shard[1]):
+        return None, out, path
+    return merge_shards(out, shard[1]), out, path

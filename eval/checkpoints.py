@@ -1,0 +1,51 @@
+"""Where a checkpoint's model lives: the one way every stage (a training round's parent, the
+local loop's evaluation, `flywheel eval`, `flywheel serve`) turns a checkpoint directory into
+(base model, adapter or None) for `eval.policy.load_checkpoint`."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from eval.errors import EvalError
+
+# ORG/NAME as the Hugging Face hub spells a model id (loaded from this machine's cache, never downloaded)
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+
+
+def checkpoint_of(round_dir: str | Path, manifest: dict) -> tuple[Path, Path | None]:
+    """(base model, adapter folder or None) of a round checkpoint from its manifest: `base_model`
+    is written relative to where the run was started, so the run root's folder of that name is
+    tried too; a hub id (ORG/NAME) that is no local folder is returned as it is."""
+    d = Path(round_dir)
+    try:
+        base, adapter = Path(manifest["base_model"]), manifest.get("adapter")
+    except (KeyError, TypeError) as e:
+        raise EvalError(f"{d / 'manifest.json'}: not a checkpoint manifest ({e!r}): needs base_model and adapter") from None
+    for candidate in (base, d.parent.parent / base.name):
+        if (candidate / "config.json").is_file():
+            return candidate, (d / adapter) if adapter else None
+    if _HUB_ID.match(str(manifest["base_model"])) and not base.exists():
+        return base, (d / adapter) if adapter else None
+    raise EvalError(f"{d / 'manifest.json'}: base_model {str(base)!r}: no model folder there")
+
+
+def resolve_checkpoint(directory: str | Path) -> tuple[Path, Path | None]:
+    """(base model folder, adapter folder or None) of a round checkpoint dir (manifest.json), a
+    plain model folder (config.json) or a bare LoRA adapter folder (adapter_config.json)."""
+    d = Path(directory)
+    if (d / "manifest.json").is_file():
+        try:
+            manifest = json.loads((d / "manifest.json").read_text())
+        except ValueError as e:
+            raise EvalError(f"{d / 'manifest.json'}: not a checkpoint manifest ({e!r}): needs base_model and adapter") from None
+        return checkpoint_of(d, manifest)
+    if (d / "adapter_config.json").is_file():
+        base = json.loads((d / "adapter_config.json").read_text()).get("base_model_name_or_path")
+        if not base or not (Path(base) / "config.json").is_file():
+            raise EvalError(f"{d / 'adapter_config.json'}: base_model_name_or_path {base!r} is not a local model folder")
+        return Path(base), d
+    if (d / "config.json").is_file():
+        return d, None
+    raise EvalError(f"{d}: not a checkpoint: expected manifest.json (a round), config.json (a model) "
+                    "or adapter_config.json (an adapter)")

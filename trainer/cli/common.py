@@ -1,0 +1,52 @@
+"""What the command modules share: the `--quiet` option and the silencing it asks for."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import warnings
+
+QUIET_HELP = ("no progress bars, and no warnings or log chatter from transformers, datasets, accelerate, "
+              "deepspeed or Python's warnings module; errors still print")
+
+
+def add_quiet(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quiet", action="store_true", help=QUIET_HELP)
+
+
+def silence_libraries() -> None:
+    """Switch off the libraries' own noise for the rest of the process: transformers' and datasets'
+    progress bars and warnings, every tqdm bar (TQDM_DISABLE, read by tqdm >= 4.66 at each bar, so
+    it reaches child processes too), accelerate/deepspeed log warnings and Python warnings."""
+    os.environ["TQDM_DISABLE"] = "1"
+    os.environ["TRANSFORMERS_VERBOSITY"] = "error"
+    os.environ["DATASETS_VERBOSITY"] = "error"
+    warnings.simplefilter("ignore")
+    os.environ["PYTHONWARNINGS"] = "ignore"  # torchrun children of a multi-process fit
+    for name in ("transformers", "datasets", "accelerate", "deepspeed", "DeepSpeed", "torch", "trl", "peft",
+                 "huggingface_hub"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+    try:
+        import datasets
+
+        datasets.utils.logging.set_verbosity_error()
+        datasets.utils.logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+class IngestParser(argparse.ArgumentParser):
+    """argparse that raises IngestError instead of exiting, so the dispatcher prints one clean
+    message (the data-side commands: ingest, store, dataset)."""
+
+    def error(self, message: str):
+        from data_pipeline.errors import IngestError
+
+        raise IngestError(f"{message}\n{self.format_usage().strip()}")

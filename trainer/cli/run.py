@@ -1,0 +1,41 @@
+"""`flywheel run RECIPE [overrides]`: the whole loop on one machine (trainer/loop.py)."""
+from __future__ import annotations
+
+import argparse
+import time
+
+from trainer.cli.common import add_quiet, silence_libraries
+
+DESCRIPTION = ("Run an experiment on one machine. Round 0 evaluates the base policy; each round then "
+               "collects experience with the current policy, ingests it into the experience store, trains "
+               "one round on it, evaluates the new checkpoint on the held-out suites and refits the "
+               "improvement curve and report. Rerunning the command continues where it stopped.")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="flywheel run", description=DESCRIPTION)
+    ap.add_argument("recipe", help="recipe .yaml file")
+    ap.add_argument("overrides", nargs="*", help="key.sub=value recipe overrides, e.g. train.rounds=1")
+    ap.add_argument("--fork", action="store_true", help="allow a changed recipe in an existing run directory")
+    add_quiet(ap)
+    return ap
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    if args.quiet:
+        silence_libraries()
+    from trainer.loop import run_experiment
+    from trainer.recipe import load_recipe
+    from trainer.tracking import sync_command
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    t0 = time.time()
+    run = run_experiment(recipe, fork=args.fork, progress=not args.quiet)
+    print(f"\ndone in {time.time() - t0:.0f}s")
+    print(f"curve:  {(run.curve / 'curve.png').resolve()}")
+    print(f"report: {run.report.resolve()}")
+    sync = sync_command(recipe, run)
+    if sync:
+        print(f"W&B:    {sync}")
+    return 0

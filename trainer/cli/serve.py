@@ -1,0 +1,43 @@
+"""`flywheel serve --checkpoint DIR`: an OpenAI-compatible chat-completions endpoint (eval/serve.py)."""
+from __future__ import annotations
+
+import argparse
+
+from trainer.cli.common import add_quiet, silence_libraries
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="flywheel serve", description=(
+        "Serve a checkpoint (base model + LoRA adapter) as an OpenAI-compatible chat-completions endpoint, so "
+        "that external harnesses can act with it. Give harnesses the base URL http://HOST:PORT/v1. Plain "
+        "transformers, one request at a time: for big models on a GPU, serve with vLLM instead."))
+    ap.add_argument("--checkpoint", required=True, help="round checkpoint dir (manifest.json) or model folder")
+    ap.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    ap.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free port)")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"],
+                    help="weights' dtype (default float32; the recipe's model.dtype)")
+    ap.add_argument("--attn-implementation", default="sdpa", choices=["sdpa", "eager", "flash_attention_2"],
+                    help="attention kernel (default sdpa; the recipe's model.attn_implementation)")
+    ap.add_argument("--chat-template", default=None, metavar="FILE",
+                    help="Jinja chat template to render with (the recipe's model.chat_template, if it set one)")
+    ap.add_argument("--trust-remote-code", action="store_true", help="allow model code from the model folder")
+    ap.add_argument("--name", default=None, help="model id reported by /v1/models (default: the folder name)")
+    add_quiet(ap)
+    return ap
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    if args.quiet:
+        silence_libraries()
+    from eval.models import LoadOptions
+    from eval.serve import base_url, checkpoint_server
+
+    # the options carry the recipe's model.* names, so they read as a recipe's model section
+    server = checkpoint_server(args.checkpoint, LoadOptions.of(args), args.host, args.port, args.name)
+    print(f"serving {args.checkpoint} at {base_url(server)} (Ctrl-C stops)", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+    return 0

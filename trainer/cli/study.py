@@ -1,0 +1,41 @@
+"""`flywheel study RECIPE [overrides] [--arms A,B] [--seeds 0,1] [--slurm [--dry-run]] [--report-only]`:
+the experience study (trainer/study.py)."""
+from __future__ import annotations
+
+import argparse
+import time
+
+from trainer.cli.common import add_quiet, silence_libraries
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="flywheel study", description=(
+        "Run the experience study: does the agent improve because it accumulates and reuses experience, or "
+        "would repeated sampling of the base policy do as well? Each arm (accumulate, latest, reset, retry) "
+        "x seed is one run directory under RUN_DIR/arms/, with the same interaction budget per round; the "
+        "report goes to RUN_DIR/study/."))
+    ap.add_argument("recipe", help="study recipe .yaml file (with a study: section)")
+    ap.add_argument("overrides", nargs="*", help="key.sub=value recipe overrides (every arm gets them)")
+    ap.add_argument("--arms", help="comma-separated arm names (default: all of study.arms)")
+    ap.add_argument("--seeds", help="comma-separated seeds (default: study.seeds)")
+    ap.add_argument("--slurm", action="store_true", help="submit each arm's job chain with flywheel submit instead")
+    ap.add_argument("--dry-run", action="store_true", help="with --slurm: print the jobs, submit nothing")
+    ap.add_argument("--report-only", action="store_true", help="run nothing: write the report from finished arms")
+    add_quiet(ap)
+    return ap
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    if args.quiet:
+        silence_libraries()
+    from trainer.study import run_study, submit_study
+
+    if args.slurm:
+        return submit_study(args.recipe, args.overrides, args.arms, args.seeds, args.dry_run)
+    t0 = time.time()
+    report = run_study(args.recipe, args.overrides, args.arms, args.seeds, not args.quiet, args.report_only)
+    print(f"\nstudy done in {time.time() - t0:.0f}s")
+    print(f"report: {report.resolve()}")
+    print(f"plot:   {(report.parent / 'study.png').resolve()}")
+    return 0
