@@ -72,7 +72,7 @@ def test_json_output_and_options(tmp_path, capsys):
 
 def test_recipe_curve_section_sets_defaults(tmp_path, capsys):
     run = make_run(tmp_path / "exp")
-    (run / "recipe.resolved.yaml").write_text("experiment: exp\ncurve:\n  form: edgebench\n  bootstrap: 0\n")
+    (run / "recipe.resolved.yaml").write_text("experiment: exp\nmodel: {name_or_path: tiny}\ncurve:\n  form: edgebench\n  bootstrap: 0\n")
     assert curve_main([str(run), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["form"] == "edgebench"
 

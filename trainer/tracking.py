@@ -25,8 +25,8 @@ referenced by path. Offline runs cannot call `run.use_artifact`, so inputs are d
 `use_artifact` declares a new artifact: logged with `use_after_commit`, which `wandb sync` turns into
 the same "used by" edge.
 
-Stages run as their own jobs: `flywheel eval` lives in eval/, which never imports the trainer, so
-it does not log; its caller side does, from the files the evaluation wrote. `flywheel train` logs
+Stages run as their own jobs: `flywheel eval` runs eval/'s evaluator, which never imports the
+trainer, so it does not log; its caller side does, from the files the evaluation wrote. `flywheel train` logs
 every finished stage not logged yet when it starts (`log_pending`), and `flywheel track RUN_DIR`
 does the same at any time (the last job of a Slurm chain runs it). The local loop tracks its stages
 directly (`stage`, `log_curve`).

@@ -18,8 +18,8 @@ def parser() -> argparse.ArgumentParser:
         description="Compare experiments from their run directories (no W&B needed): a table of final held-out "
                     "score, curve parameters with intervals, interaction hours and GPU-hours, and an overlay plot.")
     ap.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="run directories to compare")
-    ap.add_argument("--metric", choices=METRICS, help="held-out metric (default: the first run's recipe curve.metric)")
-    ap.add_argument("--x", choices=sorted(X_LABELS), help="x-axis of the curves (default: the first run's recipe curve.x)")
+    ap.add_argument("--metric", choices=METRICS, help="held-out metric (default: the first run's recipe curve.metric, else success_rate)")
+    ap.add_argument("--x", choices=sorted(X_LABELS), help="x-axis of the curves (default: the first run's recipe curve.x, else hours)")
     ap.add_argument("--out", type=Path, default=Path("compare"), help="output folder (default ./compare)")
     ap.add_argument("--json", action="store_true", help="print compare.json to stdout instead of the table")
     return ap
