@@ -14,20 +14,19 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 
 
 def checkpoint_of(round_dir: str | Path, manifest: dict) -> tuple[Path, Path | None]:
-    """(base model, adapter folder or None) of a round checkpoint from its manifest: `base_model`
-    is written relative to where the run was started, so the run root's folder of that name is
-    tried too; a hub id (ORG/NAME) that is no local folder is returned as it is."""
+    """(base model, adapter folder or None) of a round checkpoint from its manifest. `base_model` is
+    written relative to where the run was started: when it holds no model from here, the run root's
+    folder of that name is taken if it does. Paths only: a round being prepared may name a base
+    that is built later; `resolve_checkpoint` checks that the base is there."""
     d = Path(round_dir)
     try:
         base, adapter = Path(manifest["base_model"]), manifest.get("adapter")
     except (KeyError, TypeError) as e:
         raise EvalError(f"{d / 'manifest.json'}: not a checkpoint manifest ({e!r}): needs base_model and adapter") from None
-    for candidate in (base, d.parent.parent / base.name):
-        if (candidate / "config.json").is_file():
-            return candidate, (d / adapter) if adapter else None
-    if _HUB_ID.match(str(manifest["base_model"])) and not base.exists():
-        return base, (d / adapter) if adapter else None
-    raise EvalError(f"{d / 'manifest.json'}: base_model {str(base)!r}: no model folder there")
+    moved = d.parent.parent / base.name
+    if not (base / "config.json").is_file() and (moved / "config.json").is_file():
+        base = moved
+    return base, (d / adapter) if adapter else None
 
 
 def resolve_checkpoint(directory: str | Path) -> tuple[Path, Path | None]:
@@ -39,7 +38,11 @@ def resolve_checkpoint(directory: str | Path) -> tuple[Path, Path | None]:
             manifest = json.loads((d / "manifest.json").read_text())
         except ValueError as e:
             raise EvalError(f"{d / 'manifest.json'}: not a checkpoint manifest ({e!r}): needs base_model and adapter") from None
-        return checkpoint_of(d, manifest)
+        base, adapter = checkpoint_of(d, manifest)
+        # a hub id (ORG/NAME) that is no local folder loads from this machine's cache, never downloaded
+        if not (base / "config.json").is_file() and not (_HUB_ID.match(str(base)) and not base.exists()):
+            raise EvalError(f"{d / 'manifest.json'}: base_model {str(base)!r}: no model folder there")
+        return base, adapter
     if (d / "adapter_config.json").is_file():
         base = json.loads((d / "adapter_config.json").read_text()).get("base_model_name_or_path")
         if not base or not (Path(base) / "config.json").is_file():
