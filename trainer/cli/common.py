@@ -14,6 +14,10 @@ def add_quiet(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help=QUIET_HELP)
 
 
+def _errors_only(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.ERROR
+
+
 def silence_libraries() -> None:
     """Switch off the libraries' own noise for the rest of the process: transformers' and datasets'
     progress bars and warnings, every tqdm bar (TQDM_DISABLE, read by tqdm >= 4.66 at each bar, so
@@ -25,7 +29,10 @@ def silence_libraries() -> None:
     os.environ["PYTHONWARNINGS"] = "ignore"  # torchrun children of a multi-process fit
     for name in ("transformers", "datasets", "accelerate", "deepspeed", "DeepSpeed", "torch", "trl", "peft",
                  "huggingface_hub"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.ERROR)
+        # DeepSpeed sets its logger's level again when imported (to WARNING); a filter stays
+        logger.addFilter(_errors_only)
     try:
         from transformers.utils import logging as hf_logging
 
