@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from eval.config import EvalConfig
-from eval.errors import EvalError, read_yaml_mapping
+from data_pipeline.yamlfile import load_chain, override_value, split_override
+from eval.errors import EvalError
 from eval.models import LoadOptions
 
 
@@ -37,34 +38,18 @@ def curve_main(argv: list[str]) -> int:
 RESOLVED_META_KEYS = ("recipe_hash", "code_version", "sources", "history")
 
 
-def _merge(base: dict, top: dict) -> dict:
-    out = dict(base)
-    for k, v in top.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def _recipe_chain(path: Path, seen: tuple = ()) -> dict:
-    if path.resolve() in seen:
-        raise EvalError(f"{path}: cycle of base recipes")
-    data = read_yaml_mapping(path, EvalError, "recipe", "experiment:, model:, eval:, ...")
+def _drop_resolved_meta(data: dict) -> None:
     for key in RESOLVED_META_KEYS:
         data.pop(key, None)
-    base = data.pop("base", None)
-    if base is None:
-        return data
-    if not (path.parent / str(base)).is_file():
-        raise EvalError(f"{path}: key 'base': base recipe '{base}' does not exist (looked for {path.parent / str(base)})")
-    return _merge(_recipe_chain(path.parent / str(base), (*seen, path.resolve())), data)
+
+
+def _recipe_chain(path: Path) -> dict:
+    data, _ = load_chain(path, EvalError, keys="experiment:, model:, eval:, ...", prepare=_drop_resolved_meta)
+    return data
 
 
 def _apply_override(data: dict, text: str) -> None:
-    import yaml
-
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip():
-        raise EvalError(f"override '{text}': expected key.sub=value")
-    parts: list[Any] = [int(p) if p.isdigit() else p for p in key.strip().split(".")]
+    parts, raw = split_override(text, EvalError, example="eval.suites.0.episodes=20")
     if parts[0] not in ("eval", "model"):
         return
     node: Any = data
@@ -75,10 +60,7 @@ def _apply_override(data: dict, text: str) -> None:
             node = node.setdefault(p, [] if isinstance(nxt, int) else {})
         else:
             raise EvalError(f"override '{text}': no key '{p}' there")
-    try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError as e:
-        raise EvalError(f"override '{text}': value is not YAML: {e}") from None
+    value = override_value(text, raw, EvalError)
     last = parts[-1]
     if isinstance(node, list) and isinstance(last, int) and last <= len(node):
         node[last:last + 1] = [value]
