@@ -2,8 +2,6 @@
 recipe section uses. The recipe schema (`trainer.recipe.Recipe`) composes these sections."""
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field
 
 

@@ -41,38 +41,21 @@ def iter_jsonl(path: Path) -> Iterator[tuple[str, Any, bytes]]:
             yield loc, parse_json_bytes(loc, raw), raw
 
 
-def _decode_json(loc: str, raw: bytes, line: bool) -> Any:
-    """Decode and parse one JSON line (`line`) or whole file; a Record describing the problem when
-    that fails. A line loses its line break; a file may start with a byte-order mark."""
-    try:
-        text = raw.decode("utf-8").rstrip("\r\n") if line else raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        return bad(loc, "<encoding>", f"not valid UTF-8 at byte {e.start}", raw)
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        at = f"char {e.pos}" if line else f"line {e.lineno} col {e.colno}"
-        return bad(loc, "<json>", f"invalid JSON: {e.msg} at {at}", text)
-    except RecursionError:
-        return bad(loc, "<json>", "invalid JSON: nested too deeply", text)
-
-
 def parse_json_bytes(loc: str, raw: bytes) -> Any:
     """Decode and parse one JSON record; a Record describing the problem when that fails."""
     if len(raw) > MAX_RECORD_BYTES:
         return bad(loc, "<record>", f"record is {len(raw) / 2**20:.1f} MiB, over the "
                    f"{MAX_RECORD_BYTES / 2**20:.0f} MiB limit", raw)
-    return _decode_json(loc, raw, line=True)
-
-
-def load_json_file(path: Path) -> Any:
-    """Whole-file JSON; a Record describing the problem when it cannot be parsed."""
-    with open(path, "rb") as f:
-        raw = f.read()
-    loc = "file"
-    if len(raw) > 64 * MAX_RECORD_BYTES:
-        return bad(loc, "<file>", f"file is {len(raw) / 2**20:.0f} MiB; split it or use JSONL", raw)
-    return _decode_json(loc, raw, line=False)
+    try:
+        text = raw.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError as e:
+        return bad(loc, "<encoding>", f"not valid UTF-8 at byte {e.start}", raw)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        return bad(loc, "<json>", f"invalid JSON: {e.msg} at char {e.pos}", text)
+    except RecursionError:
+        return bad(loc, "<json>", "invalid JSON: nested too deeply", text)
 
 
 def _registry() -> list:
