@@ -55,7 +55,7 @@ test-slurm: $(STAMP)
 	$(BIN)/python -m pytest -q -m slurm --timeout 3000 -s
 
 test-reliability: $(STAMP)
-	$(BIN)/python -m pytest -q -m slow tests/reliability --timeout 1800 -s
+	$(BIN)/python -m pytest -q -m reliability tests/reliability --timeout 1800 -s
 
 clean:
 	rm -rf runs/ .pytest_cache

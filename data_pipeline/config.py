@@ -2,8 +2,6 @@
 recipe section uses. The recipe schema (`trainer.recipe.Recipe`) composes these sections."""
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -17,12 +15,12 @@ class IngestConfig(Section):
     format: str = Field("auto", description="Log format of ingested files: auto or an adapter name")
     redact: bool = Field(True, description="Redact secrets (API keys, private keys, passwords, e-mails) before storing")
     heldout_suites: list[str] = Field(default_factory=list, description="Suites whose tasks never enter training data")
-    heldout_tasks_file: str | None = Field(None, description="File of held-out task ids, one per line")
+    heldout_tasks_file: str | None = Field(None, description="File of held-out task ids, one per line (also suite:NAME and re:PATTERN lines), or JSON/YAML {task_ids, suites, patterns}")
     sources: list[str] = Field(default_factory=list, description="External log files or folders ingested before round 1")
 
 
 class DatasetConfig(Section):
-    success_only: bool = Field(True, description="SFT: keep only successful trajectories (else weight by score)")
+    success_only: bool = Field(True, description="SFT: keep only successful trajectories (else all scoring at least min_score, imitated alike)")
     min_score: float = Field(0.0, ge=0.0, le=1.0, description="SFT: drop trajectories scoring below this")
     replay_ratio: float = Field(
         1.0, ge=0.0, le=1.0,

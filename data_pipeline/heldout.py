@@ -85,8 +85,10 @@ class HeldoutSpec:
         if p.suffix in (".json", ".yaml", ".yml"):
             import yaml  # JSON is YAML, so one parser reads both
 
+            from data_pipeline.yamlfile import parse_value
+
             try:
-                return cls.from_dict(yaml.safe_load(text) or {})
+                return cls.from_dict(parse_value(text) or {})
             except yaml.YAMLError as e:
                 raise IngestError(f"held-out file {p} is not valid {p.suffix[1:].upper()}: {e}") from None
         spec = cls()

@@ -1,7 +1,7 @@
 """The canonical trajectory: one episode of an agent acting on one task.
 
-Every adapter produces `Trajectory` objects; the experience store keeps them as Arrow rows
-(see `ARROW_SCHEMA`); the dataset builders read them back. Interaction time (the x-axis of the
+Every adapter produces `Trajectory` objects; the experience store keeps them as Parquet rows
+(data_pipeline/store.py); the dataset builders read them back. Interaction time (the x-axis of the
 improvement curve) is `duration_s`, in seconds of environment interaction.
 """
 from __future__ import annotations
@@ -12,12 +12,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-import pyarrow as pa
-
 from data_pipeline.errors import FlywheelError
 
 ROLES = ("system", "user", "assistant", "tool")
-SCHEMA_VERSION = 1
 
 
 class SchemaError(FlywheelError, ValueError):

@@ -9,9 +9,9 @@ from data_pipeline.config import Section
 
 
 class SuiteConfig(Section):
-    name: str = Field(..., description="Built-in suite name (maze, ...) or an external suite YAML path")
+    name: str = Field(..., description="Built-in suite name (maze, ...); eval also takes an external suite YAML path")
     difficulty: int = Field(1, ge=1, le=50, description="Difficulty knob: sets the task size and horizon")
-    episodes: int = Field(100, ge=1, description="Held-out episodes (tasks) evaluated per checkpoint")
+    episodes: int = Field(100, ge=1, description="Tasks: eval = held-out tasks per checkpoint; collect = training tasks per round (new seeds every round)")
     samples_per_task: int = Field(
         1, ge=1, description="Episodes per task: eval k for pass@k (>1 = high-resolution mode); collect: attempts per training task (pairs for DPO)"
     )
@@ -43,7 +43,7 @@ class EvalConfig(Section):
     )
     policy: PolicyConfig = Field(default_factory=PolicyConfig, description="Acting policy during evaluation")
     seed: int = Field(1234, description="Evaluation seed: same checkpoint + seed gives the same numbers")
-    timeout_s: float = Field(3600.0, gt=0, description="External suites: time-out per task, seconds")
+    timeout_s: float = Field(3600.0, gt=0, description="External suites: time-out per task, seconds, where the suite file sets none")
 
 
 class CurveConfig(Section):

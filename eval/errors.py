@@ -6,20 +6,23 @@ class EvalError(FlywheelError):
     """A checkpoint, suite or option the user must fix; the message says what and where."""
 
 
-def read_yaml_mapping(path, error: type[Exception] = EvalError, what: str = "", keys: str = "") -> dict:
+def read_yaml_mapping(path, error: type[Exception] = EvalError, keys: str = "") -> dict:
     """Safe-load a YAML file that must hold a mapping; any problem is `error` naming the file.
-    `what` names the document in messages ("recipe"), `keys` hints at the expected keys."""
-    import yaml
+    `keys` hints at the expected keys. The loader
+    is the recipes' (data_pipeline/yamlfile.py): `1:30` stays text, not a base-60 number."""
     from pathlib import Path
+
+    import yaml
+
+    from data_pipeline.yamlfile import parse_value
 
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = parse_value(path.read_text(encoding="utf-8"))
     except OSError as e:
-        raise error(f"{path}: cannot read{' ' + what if what else ''}: {e.strerror}") from None
+        raise error(f"{path}: cannot read: {e.strerror}") from None
     except yaml.YAMLError as e:
         raise error(f"{path}: not valid YAML: {e}") from None
     if not isinstance(data, dict):
-        subject = f"a {what} must be" if what else "expected"
-        raise error(f"{path}: {subject} a mapping of keys ({keys})")
+        raise error(f"{path}: expected a mapping of keys ({keys})")
     return data

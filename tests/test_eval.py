@@ -19,15 +19,12 @@ from trainer.round import load_options
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
+def checkpoint(tmp_path_factory, tiny_model_dir) -> Path:
     """A round-0 checkpoint dir of a run: manifest.json naming the tiny base model."""
-    from trainer.tiny import materialize_tiny
-
     run = tmp_path_factory.mktemp("run")
-    base = materialize_tiny(run / "base_model")
     rnd = run / "rounds" / "round-0000"
     rnd.mkdir(parents=True)
-    (rnd / "manifest.json").write_text(json.dumps({"round": 0, "base_model": str(base), "adapter": None}))
+    (rnd / "manifest.json").write_text(json.dumps({"round": 0, "base_model": str(tiny_model_dir), "adapter": None}))
     return rnd
 
 

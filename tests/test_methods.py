@@ -30,16 +30,14 @@ def small_cfg(method: str, **kw) -> TrainConfig:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, tiny_model_dir):
     """A tiny base model, random-policy maze episodes (two per training task, one planted held-out
     task) in a JSONL file and ingested into a store, and a non-trivial parent adapter."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from trainer.tiny import materialize_tiny
-
     root = tmp_path_factory.mktemp("methods")
-    base = materialize_tiny(root / "base")
+    base = tiny_model_dir
     suite = get_suite("maze")
     trajs = [t for rng in (1, 2) for t in run_episodes(suite, 1, list(range(12)), RandomPolicy(), rng_seed=rng,
                                                         progress=False)]

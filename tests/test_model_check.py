@@ -12,7 +12,8 @@ import pytest
 
 from trainer.cli import main as flywheel
 from trainer.model_check import model_problem
-from trainer.recipe import RESOLVED_NAME, load_recipe, read_resolved, write_resolved
+from trainer.recipe import RESOLVED_NAME, load_recipe, read_resolved
+from trainer.recipe_fork import write_resolved
 from trainer.rundir import RunDir
 
 ROOT = Path(__file__).resolve().parent.parent

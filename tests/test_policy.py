@@ -13,10 +13,8 @@ from eval.suites import get_suite
 
 
 @pytest.fixture(scope="module")
-def model_and_tokenizer(tmp_path_factory):
-    from trainer.tiny import materialize_tiny
-
-    return load_checkpoint(materialize_tiny(tmp_path_factory.mktemp("m") / "tiny", init_std=0.1))
+def model_and_tokenizer(tiny_model_dir):
+    return load_checkpoint(tiny_model_dir)  # init_std 0.1, the default
 
 
 def _reference_logprob(model, tokenizer, conv, action: str) -> float:

@@ -379,7 +379,9 @@ def evaluation(case: Case) -> dict:
 def slurm_jobs(case: Case) -> str:
     """What `flywheel submit --dry-run` prints: every job script of the chain and the sbatch lines."""
     from trainer.rundir import RunDir
-    from trainer.submit import Capabilities, make_context, plan, print_dry_run
+    from trainer.sbatch import make_context
+    from trainer.job_capabilities import Capabilities
+    from trainer.slurm_chain import plan, print_dry_run
 
     ctx = make_context(case.recipe, caps=Capabilities(), workdir=case.dir, python="/opt/fw/bin/python")
     out = io.StringIO()

@@ -21,10 +21,8 @@ ASK = [{"role": "user", "content": "How old is ann?"}]
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    from trainer.tiny import materialize_tiny
-
-    return load_checkpoint(materialize_tiny(tmp_path_factory.mktemp("m") / "tiny"))
+def tiny(tiny_model_dir):
+    return load_checkpoint(tiny_model_dir)
 
 
 def _post(url: str, body: dict) -> tuple[int, dict]:

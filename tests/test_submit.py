@@ -12,8 +12,9 @@ import pytest
 
 from trainer.recipe import load_recipe
 from trainer.rundir import RunDir, atomic_write_json
-from trainer.submit import (Capabilities, Decision, make_context, plan, print_dry_run, render_eval, render_refit,
-                            render_train, sbatch_command)
+from trainer.sbatch import make_context, render_eval, render_refit, render_train
+from trainer.job_capabilities import Capabilities
+from trainer.slurm_chain import Decision, plan, print_dry_run, sbatch_command
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = ROOT / "recipes"

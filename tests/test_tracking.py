@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from trainer import tracking
-from trainer.recipe import load_recipe, write_resolved
+from trainer.recipe import load_recipe
+from trainer.recipe_fork import write_resolved
 from trainer.rundir import RunDir, atomic_write_json, dir_checksums
 
 FAKE_KEY = "local-0f1e2d3c4b5a69788796a5b4c3d2e1f0deadbeef"  # shaped like a W&B API key

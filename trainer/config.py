@@ -67,7 +67,7 @@ class TrainConfig(Section):
     beta: float = Field(0.1, ge=0, description="KTO/DPO/GRPO: KL strength to the reference")
     save_steps: int = Field(50, ge=1, description="Intra-round checkpoint every this many steps (for resume)")
     deepspeed: Literal["none", "zero2", "zero3"] = Field("none", description="Named DeepSpeed config shipped with flywheel")
-    nproc: int = Field(1, ge=1, description="Local processes for a round (torchrun); Slurm uses nodes x gpus")
+    nproc: int = Field(1, ge=1, description="Local processes for a round (torchrun); under Slurm the processes per CPU node (a GPU node runs one per GPU)")
     grpo_generations: int = Field(4, ge=2, description="GRPO: completions per prompt")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass (less memory, ~30% more compute)")
     liger_kernel: bool = Field(False, description="Use Liger's fused kernels through TRL (needs the liger-kernel package and a GPU)")
@@ -76,7 +76,7 @@ class TrainConfig(Section):
 
 class WandbConfig(Section):
     mode: Literal["auto", "online", "offline", "disabled"] = Field(
-        "auto", description="auto = online with WANDB_API_KEY set, else offline"
+        "auto", description="auto = WANDB_MODE when set, else online with WANDB_API_KEY set, else offline"
     )
     project: str = Field("flywheel", description="W&B project")
     entity: str | None = Field(None, description="W&B entity (team)")
@@ -98,7 +98,7 @@ class SlurmConfig(Section):
     mem: str | None = Field(None, description="Memory per node, e.g. 200G")
     gpu_memory_gb: float | None = Field(None, gt=0, description="Memory of one GPU (GB): recipe show / submit warn when the round's memory plan does not fit")
     time_train: str = Field("04:00:00", description="Time limit of a training round")
-    time_eval: str = Field("02:00:00", description="Time limit of an eval element")
+    time_eval: str = Field("02:00:00", description="Time limit of an eval array element, and of a refit job")
     eval_shards: int = Field(2, ge=1, description="Eval array elements per checkpoint")
     launcher: Literal["torchrun", "deepspeed"] = Field("torchrun", description="Launcher inside srun")
     signal_seconds: int = Field(120, ge=10, description="Warning signal (USR1) this many seconds before the time limit")

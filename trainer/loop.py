@@ -9,12 +9,12 @@ report is rewritten. Every stage is resumable: rerunning the command continues w
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from eval.config import EvalConfig
 from trainer import tracking
 from trainer.model_check import require_loadable
-from trainer.recipe import Recipe, load_recipe, write_resolved
+from trainer.recipe import Recipe, load_recipe
+from trainer.recipe_fork import write_resolved
 from trainer.round import checkpoint_paths, ensure_round0, load_options, train_round
 from trainer.rundir import RunDir
 

@@ -56,7 +56,6 @@ from typing import Any
 GB = 1e9
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 NF4_BYTES = 4.127 / 8  # NF4 + double-quantised block constants (QLoRA paper, sec. 2)
-LORA_BYTES_PER_PARAM = 4 + 4 + 8  # fp32 weight + fp32 gradient + AdamW exp_avg / exp_avg_sq
 BLOCK_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 

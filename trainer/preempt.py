@@ -52,12 +52,10 @@ def requested_here() -> bool:
 
 def requested_anywhere() -> bool:
     """True on every rank when any rank saw the warning (one all-reduce of a single number)."""
+    import torch
+    import torch.distributed as dist
+
     local = requested_here()
-    try:
-        import torch
-        import torch.distributed as dist
-    except ImportError:
-        return local
     if not (dist.is_available() and dist.is_initialized()):
         return local
     device = torch.device("cpu")

@@ -7,7 +7,11 @@ loader (no `!!python/...` tags), nothing from a recipe is evaluated or imported.
 
 The run directory keeps `recipe.resolved.yaml` (see `write_resolved`): the resolved recipe plus its
 hash and the code version, so a run can be rerun and compared, and a rerun with a different recipe
-into the same directory is refused unless asked to fork."""
+into the same directory is refused unless asked to fork.
+
+Reading the files (line numbers, `base:` chains, overrides) is the generic layered-YAML reader of
+data_pipeline/yamlfile.py; what a changed recipe may change in an existing run is
+trainer/recipe_fork.py."""
 from __future__ import annotations
 
 import difflib
@@ -19,8 +23,6 @@ import subprocess
 import sys
 import types
 import typing
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -30,7 +32,8 @@ from pydantic import BaseModel, Field, PrivateAttr, ValidationError
 from pydantic_core import to_jsonable_python
 
 from data_pipeline.config import DatasetConfig, IngestConfig, Section
-from data_pipeline.errors import FlywheelError
+from data_pipeline.yamlfile import (Layer, YamlFileError, deep_merge, dotted, load_chain, locate, override_value,
+                                    read_mapping_file, section_label, set_at, split_override)
 from eval.config import CollectConfig, CurveConfig, EvalConfig
 from eval.suites import SUITES
 from trainer.config import ModelConfig, SlurmConfig, StudyConfig, TrackingConfig, TrainConfig
@@ -77,16 +80,12 @@ class Recipe(Section):
     def where(self, path: tuple) -> str:
         """`file:line` of the layer that set the key at `path` (as RecipeError messages name it)."""
         top = next((s.label for s in reversed(self._layers) if not s.label.startswith("override")), "recipe")
-        return _locate(path, self._layers, top)
+        return locate(path, self._layers, top)
 
 
-class RecipeError(FlywheelError):
+class RecipeError(YamlFileError):
     """A recipe problem, with the file and key path; printed to the user without a traceback.
     `problems` holds one line per problem (a file with three bad keys reports all three)."""
-
-    def __init__(self, problems: str | list[str]):
-        self.problems = [problems] if isinstance(problems, str) else list(problems)
-        super().__init__("\n".join(self.problems))
 
 
 # ---------------------------------------------------------------- the schema, walked by key path
@@ -170,22 +169,12 @@ def all_key_paths(annotation: Any = Recipe, prefix: tuple = ()) -> list[tuple]:
     return out
 
 
-def dotted(path: tuple) -> str:
-    text = ""
-    for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "<top level>"
-
-
-def _section_label(path: tuple) -> str:
-    return f"section '{dotted(path)}'" if path else "the top level"
-
 
 def _unknown_key_problem(path: tuple) -> str:
     parent, key = path[:-1], str(path[-1])
     section = section_of(annotation_at(parent))
     allowed = list(section.model_fields) if section else []
-    text = f"unknown key '{key}' in {_section_label(parent)}"
+    text = f"unknown key '{key}' in {section_label(parent)}"
     near = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
     if near:
         text += f"; did you mean '{near[0]}'?"
@@ -197,125 +186,22 @@ def _unknown_key_problem(path: tuple) -> str:
     return f"{text} (allowed: {', '.join(allowed)})"
 
 
-# ---------------------------------------------------------------- reading files, keeping key lines
+# ---------------------------------------------------------------- reading files, layering: defaults, bases, overrides
 
-@dataclass
-class _Source:
-    """One layer of the recipe: a file, or one command-line override."""
-    label: str
-    lines: dict[tuple, int | None] = field(default_factory=dict)  # key path -> line (1-based)
-    leaves: set[tuple] = field(default_factory=set)  # paths whose whole value this layer sets
-
-    def place(self, path: tuple) -> str:
-        line = self.lines.get(path)
-        return f"{self.label}:{line}" if line else self.label
-
-
-class _RecipeLoader(yaml.SafeLoader):
-    """The safe loader, less YAML 1.1's base-60 numbers: `time_train: 12:00:00` stays the text a
-    Slurm time limit is, instead of turning into the integer 43200."""
-
-    def resolve(self, kind, value, implicit):
-        tag = super().resolve(kind, value, implicit)
-        if kind is yaml.ScalarNode and ":" in value and tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float"):
-            return "tag:yaml.org,2002:str"
-        return tag
-
-
-def parse_yaml_value(text: str) -> Any:
-    """One YAML value (an override's right-hand side) with the recipe loader."""
-    loader = _RecipeLoader(text)
-    try:
-        return loader.get_single_data()
-    finally:
-        loader.dispose()
-
-
-def _yaml_problem(path: Path, text: str, err: yaml.YAMLError) -> str:
-    mark = getattr(err, "problem_mark", None)
-    line = mark.line + 1 if mark else None
-    where = f"{path}:{line}" if line else str(path)
-    if isinstance(err, yaml.constructor.ConstructorError) and "tag" in str(getattr(err, "problem", "")):
-        problem = str(err.problem).replace("tag:yaml.org,2002:", "!!")
-        return (f"{where}: YAML tag refused: {problem}; a recipe holds plain data only "
-                "(mappings, lists, strings, numbers, booleans, null), never Python objects")
-    tabbed = [i + 1 for i, ln in enumerate(text.splitlines()) if "\t" in ln[: len(ln) - len(ln.lstrip())]]
-    if tabbed:
-        return (f"{path}:{tabbed[0]}: line is indented with a tab; YAML allows only spaces for indentation "
-                f"(tab-indented lines: {', '.join(map(str, tabbed[:10]))})")
-    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-    context, context_mark = getattr(err, "context", None), getattr(err, "context_mark", None)
-    if context and context_mark:
-        context += f" that starts at line {context_mark.line + 1}"
-    return f"{where}: YAML syntax error: {problem}" + (f" ({context})" if context else "")
-
-
-def _walk_nodes(node: yaml.Node, path: tuple, src: _Source, file: Path) -> None:
-    """Record the line of every key path, and refuse duplicate keys (YAML keeps the last silently)."""
-    if isinstance(node, yaml.MappingNode):
-        seen: dict[Any, int] = {}
-        for key_node, value_node in node.value:
-            key = key_node.value
-            if key_node.tag != "tag:yaml.org,2002:str" and key != "<<":
-                # `on:`/`yes:`/`1:` become bool/int keys in YAML 1.1: say so instead of a puzzling error.
-                raise RecipeError(f"{file}:{key_node.start_mark.line + 1}: key '{key}' under {_section_label(path)} "
-                                  f"reads as a {key_node.tag.rsplit(':', 1)[-1]}, not a name; quote it ('{key}':)")
-            if key == "<<":  # merge key: its keys land in this mapping
-                _walk_nodes(value_node, path, src, file)
-                continue
-            line = key_node.start_mark.line + 1
-            if key in seen:
-                raise RecipeError(f"{file}:{line}: key '{dotted((*path, key))}' appears twice "
-                                  f"(lines {seen[key]} and {line}); keep one")
-            seen[key] = line
-            src.lines[(*path, key)] = line
-            if not isinstance(value_node, yaml.MappingNode):
-                src.leaves.add((*path, key))
-            _walk_nodes(value_node, (*path, key), src, file)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            src.lines[(*path, i)] = item.start_mark.line + 1
-            _walk_nodes(item, (*path, i), src, file)
-
-
-def read_recipe_file(path: Path) -> tuple[dict, _Source]:
+def read_recipe_file(path: Path) -> tuple[dict, Layer]:
     """Parse one recipe file with the safe loader; return its mapping and the line of each key."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise RecipeError(f"{path}: recipe file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise RecipeError(f"{path}: cannot read recipe file: {e}") from None
-    src = _Source(label=str(path))
-    try:
-        loader = _RecipeLoader(text)
-    except yaml.YAMLError as e:  # the reader refuses control characters before parsing starts
-        raise RecipeError(_yaml_problem(path, text, e)) from None
-    try:
-        node = loader.get_single_node()
-        if node is not None:
-            _walk_nodes(node, (), src, path)
-        data = loader.construct_document(node) if node is not None else None
-    except yaml.YAMLError as e:
-        raise RecipeError(_yaml_problem(path, text, e)) from None
-    finally:
-        loader.dispose()
-    if data is None:
-        raise RecipeError(f"{path}: the recipe is empty")
-    if not isinstance(data, dict):
-        raise RecipeError(f"{path}:1: a recipe must be a mapping of keys (experiment:, model:, ...), "
-                          f"got a {type(data).__name__}")
-    return data, src
+    return read_mapping_file(path, RecipeError)
 
 
-# ---------------------------------------------------------------- layering: defaults, bases, overrides
+def _drop_resolved_meta(data: dict) -> None:
+    if "recipe_hash" in data:  # a run directory's recipe.resolved.yaml loads (or serves as base) as a recipe
+        for key in RESOLVED_META_KEYS:
+            data.pop(key, None)
 
-def _deep_merge(base: dict, top: dict) -> dict:
-    """Mappings merge key by key; any other value (lists included) replaces the base value whole."""
-    out = dict(base)
-    for k, v in top.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
+
+def read_chain(path: Path) -> tuple[dict, list[Layer]]:
+    """The recipe file merged over its base chain, and its layers from the deepest base to this file."""
+    return load_chain(path, RecipeError, prepare=_drop_resolved_meta)
 
 
 def schema_defaults(section: type[BaseModel] = Recipe) -> dict:
@@ -332,45 +218,8 @@ def schema_defaults(section: type[BaseModel] = Recipe) -> dict:
     return out
 
 
-def _shown(path: Path) -> str:
-    try:
-        return str(path.relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
-
-
-def _load_chain(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict, list[_Source]]:
-    """The file merged over its base chain, and its sources from the deepest base to this file."""
-    data, src = read_recipe_file(path)
-    if "recipe_hash" in data:  # a run directory's recipe.resolved.yaml loads (or serves as base) as a recipe
-        for key in RESOLVED_META_KEYS:
-            data.pop(key, None)
-    base = data.pop("base", None)
-    if base is None:
-        return data, [src]
-    where = src.place(("base",))
-    if not isinstance(base, str) or not base.strip():
-        raise RecipeError(f"{where}: key 'base': expected the path of a base recipe (relative to this file), got {base!r}")
-    base_path = path.parent / base
-    if not base_path.is_file():
-        others = [p.name for p in base_path.parent.glob("*.y*ml") if p.resolve() != path.resolve()]
-        near = difflib.get_close_matches(Path(base).name, others, n=1, cutoff=0.8)
-        hint = f"; did you mean '{near[0]}'?" if near else ""
-        raise RecipeError(f"{where}: key 'base': base recipe '{base}' does not exist (looked for {base_path}){hint}")
-    chain = (*seen, path.resolve())
-    if base_path.resolve() in chain:
-        names = " -> ".join(_shown(p) for p in (*chain, base_path.resolve()))
-        raise RecipeError(f"{where}: key 'base': cycle of base recipes: {names}")
-    base_data, base_sources = _load_chain(base_path, chain)
-    return _deep_merge(base_data, data), [*base_sources, src]
-
-
-def _parse_override(text: str) -> tuple[tuple, Any]:
-    key, sep, raw = text.partition("=")
-    key = key.strip()
-    if not sep or not key:
-        raise RecipeError(f"override '{text}': expected key.path=value (e.g. train.learning_rate=5e-4)")
-    path = tuple(int(p) if p.isdigit() else p for p in key.split("."))
+def _check_override_path(text: str, path: tuple) -> None:
+    """Refuse an override of `base` or of a key the schema lacks, before anything is set."""
     if path[0] == "base":
         raise RecipeError(f"override '{text}': 'base' can only be set inside a recipe file")
     annotation: Any = Recipe
@@ -382,33 +231,13 @@ def _parse_override(text: str) -> tuple[tuple, Any]:
                                   f"it has no key '{part}'")
             raise RecipeError(f"override '{text}': {_unknown_key_problem(path[: i + 1])}")
         annotation = below
-    try:
-        value = parse_yaml_value(raw) if raw.strip() else None  # `key=` sets null
-    except yaml.YAMLError as e:
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise RecipeError(f"override '{text}': value is not valid YAML: {problem}") from None
-    return path, value
 
 
 def apply_override(data: dict, text: str) -> tuple:
     """Apply one `key.sub=value` override to the merged recipe mapping; return its key path."""
-    path, value = _parse_override(text)
-    node: Any = data
-    for i, part in enumerate(path[:-1]):
-        if isinstance(part, int):
-            if not isinstance(node, list) or part >= len(node):
-                size = len(node) if isinstance(node, list) else 0
-                raise RecipeError(f"override '{text}': '{dotted(path[:i])}' has {size} item(s); index {part} does not exist")
-            node = node[part]
-        else:
-            if node.get(part) is None:  # a section the recipe leaves at null: fill it from here
-                node[part] = {}
-            node = node[part]
-    last = path[-1]
-    if isinstance(last, int) and (not isinstance(node, list) or last >= len(node)):
-        size = len(node) if isinstance(node, list) else 0
-        raise RecipeError(f"override '{text}': '{dotted(path[:-1])}' has {size} item(s); index {last} does not exist")
-    node[last] = value
+    path, raw = split_override(text, RecipeError)
+    _check_override_path(text, path)
+    set_at(data, path, override_value(text, raw, RecipeError), text, RecipeError)
     return path
 
 
@@ -493,28 +322,11 @@ def _semantic_problems(recipe: Recipe) -> list[tuple[tuple, str]]:
     return found
 
 
-def _locate(path: tuple, sources: list[_Source], top: str) -> str:
-    """`file:line` of the layer that set the value at `path` (most derived first); else the top file."""
-    for src in reversed(sources):
-        for k in range(len(path), 0, -1):
-            prefix = path[:k]
-            if prefix in src.lines and (k == len(path) or prefix in src.leaves):
-                deepest = next(path[:j] for j in range(len(path), 0, -1) if path[:j] in src.lines)
-                where = src.place(deepest)
-                return where if src.label == top or src.label.startswith("override") else f"{where} (base of {top})"
-    # A missing key: point at the section that lacks it, in the recipe file itself.
-    own = next((s for s in sources if s.label == top), None)
-    for k in range(len(path) - 1, 0, -1):
-        if own and path[:k] in own.lines:
-            return own.place(path[:k])
-    return top
+def _message(path: tuple, problem: str, sources: list[Layer], top: str) -> str:
+    return f"{locate(path, sources, top)}: key '{dotted(path)}': {problem}"
 
 
-def _message(path: tuple, problem: str, sources: list[_Source], top: str) -> str:
-    return f"{_locate(path, sources, top)}: key '{dotted(path)}': {problem}"
-
-
-def _validate(data: dict, sources: list[_Source], top: str) -> Recipe:
+def _validate(data: dict, sources: list[Layer], top: str) -> Recipe:
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as e:
@@ -535,11 +347,11 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     path = Path(path)
     if path.is_dir():
         raise RecipeError(f"{path}: is a directory; give a recipe .yaml file")
-    data, sources = _load_chain(path)
-    data = _deep_merge(schema_defaults(), data)
+    data, sources = read_chain(path)
+    data = deep_merge(schema_defaults(), data)
     for text in overrides:
         key_path = apply_override(data, text)
-        sources.append(_Source(label=f"override '{text}'", lines={key_path: None}, leaves={key_path}))
+        sources.append(Layer(label=f"override '{text}'", lines={key_path: None}, leaves={key_path}))
     recipe = _validate(data, sources, str(path))
     template = recipe.model.chat_template
     if template and not Path(template).expanduser().is_absolute():  # relative to the recipe file
@@ -547,7 +359,6 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     recipe._sources = [s.label for s in sources]
     recipe._layers = sources
     return recipe
-
 
 # ---------------------------------------------------------------- the run directory's resolved recipe
 
@@ -569,61 +380,6 @@ def code_version() -> str:
     except Exception:  # noqa: BLE001 - not installed as a package: still write a value
         return "unknown"
 
-
-class _Absent:
-    """A key one side of a comparison lacks (a schema that gained or lost a key since the run began)."""
-
-    def __repr__(self) -> str:
-        return "(absent)"
-
-
-_MISSING = _Absent()
-
-
-def _differences(old: Any, new: Any, path: tuple = ()) -> list[tuple[tuple, Any, Any]]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for k in sorted(set(old) | set(new), key=str):
-            out += _differences(old.get(k, _MISSING), new.get(k, _MISSING), (*path, k))
-        return out
-    return [] if old == new else [(path, old, new)]
-
-
-# Resumption may change these without a fork: they decide where and how the run is scheduled or
-# logged, not what it trains. Anything else (model, data, method, learning rate, nodes x GPUs, eval
-# suites, curve form, seeds, ...) would make the run's rounds disagree with its recipe.
-_SCHEDULING_KEYS = {"partition", "account", "qos", "time_train", "time_eval", "mem", "cpus_per_task",
-                    "signal_seconds", "setup", "venv", "extra_sbatch", "eval_shards"}
-
-
-def resume_neutral(path: tuple, old: Any, new: Any) -> bool:
-    """True when a rerun may change the key at `path` from `old` to `new` in the same run directory."""
-    if path == ("train", "rounds"):
-        return isinstance(old, int) and isinstance(new, int) and new >= old  # extending a run
-    if path[:1] in {("tracking",), ("run_dir",), ("study",)}:
-        return True
-    if path[:1] == ("slurm",) and len(path) > 1 and path[1] in _SCHEDULING_KEYS:
-        return True
-    if old is _MISSING:  # a key added to the schema since the run began, at its default value
-        return _lookup(schema_defaults(), path) == new
-    return new is _MISSING  # a key since removed from the schema: nothing reads it any more
-
-
-def _lookup(data: Any, path: tuple) -> Any:
-    for part in path:
-        if not isinstance(data, dict) or part not in data:
-            return _MISSING
-        data = data[part]
-    return data
-
-
-def _change_text(path: tuple, old: Any, new: Any) -> str:
-    def short(value: Any) -> str:
-        text = value if isinstance(value, str) else repr(value) if value is _MISSING else json.dumps(value)
-        return text if len(text) <= 60 else text[:57] + "..."
-    return f"{dotted(path)}: {short(old)} -> {short(new)}"
-
-
 def read_resolved(run_dir: str | Path) -> dict | None:
     """The parsed `recipe.resolved.yaml` of a run directory (recipe keys plus meta keys), or None."""
     target = Path(run_dir) / RESOLVED_NAME
@@ -631,69 +387,3 @@ def read_resolved(run_dir: str | Path) -> dict | None:
         return None
     data, _ = read_recipe_file(target)
     return data
-
-
-def _compare_with_run(old_doc: dict, new: dict, meta: dict, target: Path, fork: bool,
-                      unproduced: bool = False) -> dict | None:
-    """The history event of rerunning into a run directory (None: nothing changed); refuses a
-    different recipe unless `fork`, or `unproduced` (the run holds nothing made under the old
-    recipe, so the new one replaces it)."""
-    old = {k: v for k, v in old_doc.items() if k not in RESOLVED_META_KEYS}
-    changes = _differences(old, new)
-    blocking = [c for c in changes if not resume_neutral(*c)]
-    if blocking and not fork and not unproduced:
-        listed = "; ".join(_change_text(*c) for c in blocking[:8])
-        raise RecipeError(
-            f"{target}: this run directory already holds a different recipe (hash {old_doc.get('recipe_hash')}, "
-            f"now {meta['recipe_hash']}); changed: {listed}. Use another run directory (run_dir=... or a new "
-            f"experiment name), or fork this run (--fork) to keep its rounds and continue under the new recipe")
-    if not changes and old_doc.get("code_version") == meta["code_version"]:
-        return None
-    return {
-        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "event": ("fork" if fork else "replace") if blocking else "resume",
-        "from_hash": old_doc.get("recipe_hash"), "to_hash": meta["recipe_hash"],
-        "from_code_version": old_doc.get("code_version"), "to_code_version": meta["code_version"],
-        "changed": [_change_text(*c) for c in changes],
-    }
-
-
-def write_resolved(recipe: Recipe, run_dir: str | Path | None = None, fork: bool = False) -> Path:
-    """Write `recipe.resolved.yaml` into the run directory, or check the one already there.
-
-    A run directory holding a different resolved recipe is refused (RecipeError) unless `fork`:
-    then the old file is kept as `recipe.resolved.<old hash>.yaml` and the fork is recorded under
-    `history`. Changes that `resume_neutral` allows (more `train.rounds`, tracking, scheduling) and
-    a new code version are recorded under `history` without a fork. A run that failed before
-    producing anything (`RunDir.produced` is empty: no round beyond a bare round 0, no experience,
-    no store batch, no submitted job) does not lock its recipe: a changed one replaces it (event
-    `replace`, with a note on stderr), and what the old recipe alone built is removed."""
-    from trainer.rundir import RunDir  # the run layout; imported here to keep recipe loading light
-
-    run_dir = Path(run_dir) if run_dir is not None else recipe.run_path()
-    target = run_dir / RESOLVED_NAME
-    new = recipe.resolved_dict()
-    meta = {"recipe_hash": recipe.hash(), "code_version": code_version(), "sources": recipe.sources}
-    history: list = []
-    old_doc = read_resolved(run_dir)
-    if old_doc is not None:
-        run = RunDir(run_dir)
-        unproduced = not run.produced()
-        event = _compare_with_run(old_doc, new, meta, target, fork, unproduced)
-        if event is None:
-            return target
-        if event["event"] == "fork":
-            (run_dir / f"recipe.resolved.{old_doc.get('recipe_hash', 'old')}.yaml").write_text(target.read_text())
-        if event["event"] in ("fork", "replace") and unproduced:
-            run.clear_unproduced()  # a bare round 0 names the old base model; the new recipe writes its own
-        if event["event"] == "replace":
-            print(f"note: {target}: the recipe changed ({'; '.join(event['changed'][:8])}); the run directory holds "
-                  "no results yet (no round, experience or store batch), so the new recipe replaces the recorded "
-                  "one (no --fork needed)", file=sys.stderr)
-        history = [*(old_doc.get("history") or []), event]
-    run_dir.mkdir(parents=True, exist_ok=True)
-    doc = {**meta, **new, "history": history}
-    tmp = target.with_name(f".{RESOLVED_NAME}.{os.getpid()}.tmp")
-    tmp.write_text(yaml.safe_dump(doc, sort_keys=False, default_flow_style=False))
-    os.replace(tmp, target)  # atomic: a killed job never leaves half a resolved recipe
-    return target

@@ -39,7 +39,8 @@ from trainer.errors import UserError
 from trainer.common import (FINAL_ADAPTER, TrainingDiverged, dist_env, quiet_libraries, remove_checkpoints,
                             set_progress)
 from trainer.model_check import require_loadable
-from trainer.recipe import RESOLVED_NAME, Recipe, code_version, load_recipe, write_resolved
+from trainer.recipe import RESOLVED_NAME, Recipe, code_version, load_recipe
+from trainer.recipe_fork import write_resolved
 from trainer.rundir import RunDir, atomic_write_json, dir_checksums, write_dir_atomically
 
 METHODS = ("sft", "kto", "dpo", "grpo")

@@ -58,25 +58,6 @@ def parse_json_bytes(loc: str, raw: bytes) -> Any:
         return bad(loc, "<json>", "invalid JSON: nested too deeply", text)
 
 
-def load_json_file(path: Path) -> Any:
-    """Whole-file JSON; a Record describing the problem when it cannot be parsed."""
-    with open(path, "rb") as f:
-        raw = f.read()
-    loc = "file"
-    if len(raw) > 64 * MAX_RECORD_BYTES:
-        return bad(loc, "<file>", f"file is {len(raw) / 2**20:.0f} MiB; split it or use JSONL", raw)
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        return bad(loc, "<encoding>", f"not valid UTF-8 at byte {e.start}", raw)
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        return bad(loc, "<json>", f"invalid JSON: {e.msg} at line {e.lineno} col {e.colno}", text)
-    except RecursionError:
-        return bad(loc, "<json>", "invalid JSON: nested too deeply", text)
-
-
 def _registry() -> list:
     # detection order: the most specific signatures first; plain OpenAI chat last but one
     from . import (flywheel, inspect_ai, mini_swe_agent, openai_chat, openhands, openhands_eval, sharegpt, swe_agent,

@@ -182,6 +182,16 @@ def tools_to_openai(tools: Any) -> list[dict[str, Any]]:
     return out
 
 
+def record_list(rec: Any, key: str, items: str) -> list:
+    """The list under `key` of a conversation record (a JSON object); `items` names what it lists."""
+    if not isinstance(rec, dict):
+        raise MappingError("<record>", f"expected a JSON object, got {type(rec).__name__}")
+    value = rec.get(key)
+    if not isinstance(value, list):
+        raise MappingError(key, f"required list of {items}")
+    return value
+
+
 def outcome_from_reward(reward: Any) -> dict[str, Any]:
     if isinstance(reward, bool):
         return {"success": reward, "score": float(reward)}

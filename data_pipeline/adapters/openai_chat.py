@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from . import Record
-from .common import (MappingError, head_text, read_records, openai_tool_calls, outcome_from_reward,
+from .common import (MappingError, head_text, openai_tool_calls, outcome_from_reward, read_records, record_list,
                      stable_id, text_of, token_fields, tools_to_openai)
 
 NAME = "openai"
@@ -82,11 +82,7 @@ def record_outcome(rec: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def conversation(rec: Any, path: Path, loc: str) -> dict[str, Any]:
-    if not isinstance(rec, dict):
-        raise MappingError("<record>", f"expected a JSON object, got {type(rec).__name__}")
-    msgs = rec.get("messages")
-    if not isinstance(msgs, list):
-        raise MappingError("messages", "required list of messages")
+    msgs = record_list(rec, "messages", "messages")
     names: dict[str, str] = {}
     messages = [message(m, f"messages[{i}]", names) for i, m in enumerate(msgs)]
     first_user = next((m["content"] for m in messages if m["role"] == "user"), "")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from . import Record
-from .common import MappingError, head_text, read_records, outcome_from_reward, stable_id, tools_to_openai
+from .common import MappingError, head_text, outcome_from_reward, read_records, record_list, stable_id, tools_to_openai
 
 NAME = "sharegpt"
 _ROLE = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system",
@@ -33,11 +33,7 @@ def _call(value: Any, where: str, n: int) -> dict[str, Any]:
 
 
 def conversation(rec: Any, path: Path, loc: str) -> dict[str, Any]:
-    if not isinstance(rec, dict):
-        raise MappingError("<record>", f"expected a JSON object, got {type(rec).__name__}")
-    turns = rec.get("conversations")
-    if not isinstance(turns, list):
-        raise MappingError("conversations", "required list of turns")
+    turns = record_list(rec, "conversations", "turns")
     messages: list[dict[str, Any]] = []
     if isinstance(rec.get("system"), str) and rec["system"]:
         messages.append({"role": "system", "content": rec["system"]})

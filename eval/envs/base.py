@@ -79,6 +79,3 @@ class Suite:
     def heldout_seeds(self, n: int, offset: int = 0) -> list[int]:
         return [HELDOUT_SEED_START + offset + i for i in range(n)]
 
-
-def is_heldout_seed(seed: int) -> bool:
-    return seed >= HELDOUT_SEED_START

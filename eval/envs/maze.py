@@ -1,10 +1,11 @@
 """Games: a text maze. The agent walks a grid maze from its start cell to the goal.
 
-Mazes are generated from a seed by a randomized depth-first search (a perfect maze), with a few
-many extra walls knocked down so that it has loops and few dead ends. Each observation says where the goal lies relative
+Mazes are generated from a seed by a randomized depth-first search (a perfect maze), with extra
+walls knocked down so that it has loops and few dead ends. Each observation says where the goal lies relative
 to the agent and which moves are open; the valid actions are the open moves.
 Success = reaching the goal within the step budget; score = SPL (shortest path / steps taken). Difficulty d gives a
-(d + 2) x (d + 2) grid: a budget of 3/4 of the cell count in steps: 6 at d=1, 108 at d=10.
+(d + 2) x (d + 2) grid and a budget of 3/4 of the cell count in steps (6 at d=1, 108 at d=10), or twice the
+shortest path where that is more.
 """
 from __future__ import annotations
 

@@ -13,6 +13,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import harness  # noqa: E402
 
+pytestmark = pytest.mark.reliability  # run by make test-reliability
+
 KILLS = int(os.environ.get("FLYWHEEL_CRASH_KILLS", "20"))
 SEED = int(os.environ.get("FLYWHEEL_CRASH_SEED", "0"))
 

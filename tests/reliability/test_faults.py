@@ -16,6 +16,8 @@ import faults  # noqa: E402
 import harness  # noqa: E402
 from trainer.verify import verify  # noqa: E402
 
+pytestmark = pytest.mark.reliability  # run by make test-reliability
+
 
 def train(run_dir: Path, r: int) -> subprocess.CompletedProcess:
     return faults.flywheel("train", str(harness.RECIPE), *harness.TINY, f"run_dir={run_dir}", "--round", str(r))

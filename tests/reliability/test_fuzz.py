@@ -11,6 +11,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import fuzzing  # noqa: E402
 
+pytestmark = pytest.mark.reliability  # run by make test-reliability
+
 SAMPLES = fuzzing.sample_files()
 MANY = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 
