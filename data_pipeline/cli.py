@@ -154,7 +154,9 @@ def dataset_main(argv: list[str]) -> int:
     sub = p.add_subparsers(dest="action", required=True, parser_class=_Parser)
     b = sub.add_parser("build", help="write a datasets.Dataset (save_to_disk) for TRL")
     b.add_argument("--store", required=True)
-    b.add_argument("--kind", required=True, choices=["sft", "kto", "dpo", "rl"])
+    from trainer.methods import METHODS  # the trainer's side of the CLI (moving to trainer/cli/): kinds per method
+
+    b.add_argument("--kind", required=True, choices=list(dict.fromkeys(m.DATASET for m in METHODS.values())))
     b.add_argument("--out", required=True)
     b.add_argument("--batches", nargs="*", help="batch ids to use (default: all)")
     b.add_argument("--all-scores", action="store_true", help="sft: keep failures too, with a weight column")

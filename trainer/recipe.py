@@ -32,7 +32,7 @@ from pydantic_core import to_jsonable_python
 from data_pipeline.config import DatasetConfig, IngestConfig, Section
 from eval.config import CollectConfig, CurveConfig, EvalConfig
 from eval.suites import SUITES
-from trainer.config import ModelConfig, SlurmConfig, StudyConfig, TrackingConfig, TrainConfig
+from trainer.config import MOVED_KEYS, ModelConfig, SlurmConfig, StudyConfig, TrackingConfig, TrainConfig
 
 RESOLVED_NAME = "recipe.resolved.yaml"
 # Keys that `write_resolved` adds next to the recipe; a resolved file loads as a recipe again.
@@ -181,6 +181,8 @@ def _section_label(path: tuple) -> str:
 
 
 def _unknown_key_problem(path: tuple) -> str:
+    if path in MOVED_KEYS:  # a key that moved into a method's section (train.packing -> train.sft.packing)
+        return f"{dotted(path)} moved to {dotted(MOVED_KEYS[path])}"
     parent, key = path[:-1], str(path[-1])
     section = section_of(annotation_at(parent))
     allowed = list(section.model_fields) if section else []
