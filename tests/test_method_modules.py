@@ -158,3 +158,27 @@ def test_a_moved_key_names_its_new_place(tmp_path, old, new):
     assert str(got.value) == f"override 'train.{old}={value}': train.{old} moved to train.{new}"
     section, key = new.split(".")
     assert getattr(getattr(load_recipe(QUICKSTART, [f"train.{new}={value}"]).train, section), key) == json.loads(value)
+
+
+def test_a_run_recorded_before_the_keys_moved_resumes(tmp_path):
+    """A run directory whose resolved recipe has train.grpo_generations / train.packing (written
+    before they moved) resumes under the same recipe in the new layout, without --fork."""
+    import yaml
+
+    from trainer.recipe import read_resolved, write_resolved
+
+    recipe = load_recipe(ROOT / "recipes" / "grpo-maze.yaml", [f"run_dir={tmp_path / 'run'}", "train.sft.packing=true"])
+    target = write_resolved(recipe)
+    doc = yaml.safe_load(target.read_text())
+    for name in METHODS:
+        del doc["train"][name]
+    doc["train"].update(packing=True, grpo_generations=8)
+    target.write_text(yaml.safe_dump(doc, sort_keys=False))
+    (tmp_path / "run" / "rounds" / "round-0001").mkdir(parents=True)  # a completed round: the recipe is locked
+    (tmp_path / "run" / "rounds" / "round-0001" / "manifest.json").write_text('{"round": 1}')
+    write_resolved(recipe)
+    assert read_resolved(tmp_path / "run")["history"][-1]["event"] == "resume"
+    with pytest.raises(RecipeError, match="train.grpo.generations: 8 -> 4"):  # a real change is still refused
+        write_resolved(load_recipe(ROOT / "recipes" / "grpo-maze.yaml", [f"run_dir={tmp_path / 'run'}",
+                                                                         "train.sft.packing=true",
+                                                                         "train.grpo.generations=4"]))
