@@ -210,7 +210,7 @@ def _method_args(case: Case, seed: int, lr: float, deepspeed: str | None, load):
     trainer are stand-ins; the config is built by the method's own code)."""
     import trl
 
-    import trainer.common
+    from trainer import common
     from trainer.common import lora_config
     from trainer.methods import METHODS
 
@@ -222,8 +222,7 @@ def _method_args(case: Case, seed: int, lr: float, deepspeed: str | None, load):
         raise _Built(kwargs["args"])
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(trainer.common, "load_policy_for_training",
-                   lambda base, parent, cfg, load: (None, None, lora_config(cfg)))
+        mp.setattr(common, "load_policy_for_training", lambda base, parent, cfg, load: (None, None, lora_config(cfg)))
         mp.setattr(trl, trainer_class, trainer)
         try:
             module.train(case.dir / "base", None, _method_dataset(method), case.recipe.train, seed, case.dir / "work",
@@ -729,7 +728,7 @@ def test_each_method_loads_the_base_with_the_recipes_model_keys(method, ws):
 
     load = LoadOptions(dtype="bfloat16", attn_implementation="eager", trust_remote_code=True,
                        chat_template=str(ws.files["chat_template"]))
-    import trainer.common
+    from trainer import common
     from trainer.methods import METHODS
 
     module = METHODS[method]
@@ -739,7 +738,7 @@ def test_each_method_loads_the_base_with_the_recipes_model_keys(method, ws):
         raise _Loaded(load)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(trainer.common, "load_policy_for_training", loading)
+        mp.setattr(common, "load_policy_for_training", loading)
         with pytest.raises(_Loaded) as got:
             module.train(ws.root / "base", None, _method_dataset(method), recipe.train, 0, ws.root / "work", 1e-3,
                          None, load=load)
