@@ -182,3 +182,13 @@ def test_a_run_recorded_before_the_keys_moved_resumes(tmp_path):
         write_resolved(load_recipe(ROOT / "recipes" / "grpo-maze.yaml", [f"run_dir={tmp_path / 'run'}",
                                                                          "train.sft.packing=true",
                                                                          "train.grpo.generations=4"]))
+
+
+def test_loading_a_recipe_imports_no_training_library():
+    """The schema reads every method's Config, so the method modules import torch, TRL and the
+    dataset builders only where they train or build: `flywheel recipe show` stays quick."""
+    code = ("import sys, trainer.recipe, trainer.methods; "
+            "print(sorted(m for m in ('torch', 'transformers', 'trl', 'datasets', 'peft') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
