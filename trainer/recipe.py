@@ -10,6 +10,7 @@ hash and the code version, so a run can be rerun and compared, and a rerun with 
 into the same directory is refused unless asked to fork."""
 from __future__ import annotations
 
+import copy
 import difflib
 import hashlib
 import json
@@ -637,7 +638,7 @@ def read_resolved(run_dir: str | Path) -> dict | None:
 def _moved_to_new_keys(doc: dict) -> dict:
     """A resolved recipe written before keys moved (MOVED_KEYS), with their values in the new
     place, so that a run resumes when only the layout changed."""
-    doc = json.loads(json.dumps(doc))
+    doc = copy.deepcopy(doc)
     for old, new in MOVED_KEYS.items():
         node = _lookup(doc, old[:-1])
         if isinstance(node, dict) and old[-1] in node:
