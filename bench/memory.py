@@ -53,13 +53,13 @@ def main() -> int:
     from trainer.common import quiet_libraries
     from trainer.memory_plan import memory_plan
     from trainer.recipe import load_recipe
-    from trainer.sft import build_trainer
+    from trainer.methods.sft import build_trainer
 
     quiet_libraries()
     recipe = load_recipe(RECIPE, [f"model.name_or_path={args.model}", f"model.dtype={args.dtype}",
                                   f"train.max_length={args.max_length}", f"train.batch_size={args.batch_size}",
                                   f"train.gradient_checkpointing={str(args.gradient_checkpointing).lower()}",
-                                  f"train.max_steps={args.steps}", "train.packing=true", "train.save_steps=1000000"])
+                                  f"train.max_steps={args.steps}", "train.sft.packing=true", "train.save_steps=1000000"])
     plan = memory_plan(recipe)
     with tempfile.TemporaryDirectory(prefix="flywheel-bench-memory-") as tmp:
         dataset = packed_rows(Path(tmp), 16)

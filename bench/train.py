@@ -8,7 +8,7 @@ same run, in trained tokens per second (tokens that carry loss: assistant, never
 1. Data: random-policy maze episodes of difficulties 1..8 (2 to 50+ moves each: the length spread of
    agent logs), logged as canonical JSONL, ingested through the experience store and built into the
    SFT dataset exactly as a round does.
-2. flywheel: the round's own trainer (`trainer.sft.build_trainer`: assistant-only loss, packing
+2. flywheel: the round's own trainer (`trainer.methods.sft.build_trainer`: assistant-only loss, packing
    best-fit decreasing into rows of --max-length tokens, padding-free).
 3. baseline: `SFTTrainer` with default settings (padded batches of --baseline-batch trajectories)
    on the same rows tokenized with the same assistant mask, so both optimise the same loss, and
@@ -145,9 +145,9 @@ def quiet(trainer) -> None:
 
 def run_flywheel(base: Path, dataset, work: Path, args) -> dict:
     from trainer.config import TrainConfig
-    from trainer.sft import build_trainer
+    from trainer.methods.sft import build_trainer
 
-    cfg = TrainConfig(packing=True, max_length=args.max_length, batch_size=args.flywheel_batch, epochs=1,
+    cfg = TrainConfig(sft={"packing": True}, max_length=args.max_length, batch_size=args.flywheel_batch, epochs=1,
                       save_steps=10**9, learning_rate=args.lr, gradient_checkpointing=args.gradient_checkpointing)
     trainer = build_trainer(base, None, dataset, cfg, seed=0, work_dir=work, learning_rate=args.lr,
                             load=_load(args))
@@ -174,7 +174,7 @@ def run_baseline(base: Path, dataset, work: Path, args) -> dict:
     from eval.models import load_model, load_tokenizer
     from trainer.common import lora_config, mixed_precision
     from trainer.config import TrainConfig
-    from trainer.sft import tokenize_conversations
+    from trainer.methods.sft import tokenize_conversations
 
     tokenizer, model = load_tokenizer(base, _load(args)), load_model(base, _load(args))
     on_gpu = torch.cuda.is_available()

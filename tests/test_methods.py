@@ -25,7 +25,7 @@ HELDOUT_TASK = f"maze/d1/s{HELDOUT_SEED_START + 3}"
 
 def small_cfg(method: str, **kw) -> TrainConfig:
     base = dict(method=method, batch_size=4, grad_accum=1, max_steps=2, max_length=256, learning_rate=1e-2,
-                save_steps=100, beta=0.1, grpo_generations=4, lora={"r": 4, "alpha": 8})
+                save_steps=100, beta=0.1, grpo={"generations": 4}, lora={"r": 4, "alpha": 8})
     return TrainConfig(**{**base, **kw})
 
 
@@ -98,14 +98,13 @@ def assert_adapter_moved(model, parent_dir: Path) -> None:
 
 @pytest.mark.parametrize("method", ["kto", "dpo", "grpo"])
 def test_method_trains_lora_and_keeps_base(world, tmp_path, method):
-    import importlib
+    from trainer.methods import METHODS
 
     dataset = dataset_for(method, world["store"])
     assert len(dataset) > 0
     assert HELDOUT_TASK not in json.dumps(dataset.to_list())
     base_hash = sha256(world["base"] / "model.safetensors")
-    module = importlib.import_module(f"trainer.{method}")
-    result = module.train(world["base"], world["parent"], dataset, small_cfg(method), 0, tmp_path / "work", 1e-2,
+    result = METHODS[method].train(world["base"], world["parent"], dataset, small_cfg(method), 0, tmp_path / "work", 1e-2,
                           reference_adapter=world["parent"])
     model = result["model"]
     assert result["steps"] == 2 and all(map(lambda x: x == x, result["loss_history"]))
@@ -117,7 +116,7 @@ def test_method_trains_lora_and_keeps_base(world, tmp_path, method):
 
 def test_grpo_reward_is_the_environment_outcome(world):
     """Rollouts replay the logged task in its environment; the reward is that episode's score."""
-    from trainer.grpo import episode_tokens, replayable_tasks
+    from trainer.methods.grpo import episode_tokens, replayable_tasks
 
     dataset, tasks = replayable_tasks(dataset_for("grpo", world["store"]))
     assert all(t[0] == "maze" and t[1] == 1 and t[2] < HELDOUT_SEED_START for t in tasks.values())
@@ -166,7 +165,7 @@ def test_reference_previous_differs_from_base(world, tmp_path):
     previous policy (loss = log 2) and a non-zero one against the base."""
     import math
 
-    from trainer import dpo
+    from trainer.methods import dpo
 
     dataset = dataset_for("dpo", world["store"])
     cfg = small_cfg("dpo", max_steps=1)

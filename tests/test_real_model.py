@@ -6,7 +6,6 @@ its cache folder ($FLYWHEEL_REAL_MODEL)."""
 from __future__ import annotations
 
 import hashlib
-import importlib
 import os
 from pathlib import Path
 
@@ -143,6 +142,7 @@ def test_one_round_of_each_method_on_the_real_model(model_dir, store, tmp_path, 
 
     from data_pipeline import builders
     from trainer.config import TrainConfig
+    from trainer.methods import METHODS
 
     build = {"sft": builders.build_sft, "kto": builders.build_kto, "dpo": builders.build_dpo,
              "rl": builders.build_rl}["rl" if method == "grpo" else method]
@@ -150,9 +150,9 @@ def test_one_round_of_each_method_on_the_real_model(model_dir, store, tmp_path, 
     dataset = build(store.trajectories(), heldout=store.heldout, **kwargs)
     assert len(dataset) > 0
     cfg = TrainConfig(method=method, batch_size=2, max_steps=1, max_length=384, learning_rate=1e-3, save_steps=100,
-                      grpo_generations=2, lora={"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]})
+                      grpo={"generations": 2}, lora={"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]})
     before = _sha256(model_dir / "model.safetensors")
-    result = importlib.import_module(f"trainer.{method}").train(model_dir, None, dataset, cfg, 0, tmp_path, 1e-3)
+    result = METHODS[method].train(model_dir, None, dataset, cfg, 0, tmp_path, 1e-3)
     assert result["steps"] == 1 and all(x == x for x in result["loss_history"])
     lora = get_peft_model_state_dict(result["model"])
     assert any(k.endswith("lora_B.weight") and torch.count_nonzero(v) > 0 for k, v in lora.items()), \

@@ -311,7 +311,7 @@ def test_schema_changes_between_versions_do_not_block_resumption(recipe_dir):
     r = load_recipe(recipe_dir / "base.yaml")
     target = write_resolved(r, recipe_dir / "run")
     doc = yaml.safe_load(target.read_text())
-    del doc["train"]["packing"]  # a key added to the schema since (at its default)
+    del doc["train"]["sft"]["packing"]  # a key added to the schema since (at its default)
     doc["train"]["retired_knob"] = 3  # a key removed from the schema since
     target.write_text(yaml.safe_dump(doc, sort_keys=False))
     write_resolved(r, recipe_dir / "run")

@@ -34,7 +34,6 @@ import contextlib
 import copy
 import dataclasses
 import hashlib
-import importlib
 import io
 import json
 import shlex
@@ -211,24 +210,26 @@ def _method_args(case: Case, seed: int, lr: float, deepspeed: str | None, load):
     trainer are stand-ins; the config is built by the method's own code)."""
     import trl
 
+    from trainer import common
     from trainer.common import lora_config
+    from trainer.methods import METHODS
 
     method = case.recipe.train.method
-    module = importlib.import_module(f"trainer.{method}")
+    module = METHODS[method]
     trainer_class = {"kto": "KTOTrainer", "dpo": "DPOTrainer", "grpo": "GRPOTrainer"}[method]
 
     def trainer(*args, **kwargs):
         raise _Built(kwargs["args"])
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(module, "load_policy_for_training", lambda base, parent, cfg, load: (None, None, lora_config(cfg)))
+        mp.setattr(common, "load_policy_for_training", lambda base, parent, cfg, load: (None, None, lora_config(cfg)))
         mp.setattr(trl, trainer_class, trainer)
         try:
             module.train(case.dir / "base", None, _method_dataset(method), case.recipe.train, seed, case.dir / "work",
                          lr, deepspeed, load=load)
         except _Built as built:
             return built.config
-    raise AssertionError(f"trainer.{method}.train never reached {trainer_class}")
+    raise AssertionError(f"trainer.methods.{method}.train never reached {trainer_class}")
 
 
 def trainer_config(case: Case) -> dict:
@@ -236,7 +237,7 @@ def trainer_config(case: Case) -> dict:
     round's seed, decayed learning rate, DeepSpeed config and load options, and the LoRA config."""
     from trainer.common import lora_config
     from trainer.round import deepspeed_config_path, load_options, round_learning_rate, round_seed
-    from trainer.sft import sft_args
+    from trainer.methods.sft import sft_args
 
     recipe, r = case.recipe, 2
     seed, lr = round_seed(recipe, r), round_learning_rate(recipe, r)
@@ -500,14 +501,12 @@ KEYS: dict[str, Key] = {
     "train.batch_size": Key(trainer_config),
     "train.grad_accum": Key(trainer_config),
     "train.max_length": Key(trainer_config),
-    "train.packing": Key(trainer_config),
     "train.max_grad_norm": Key(trainer_config),
     "train.grad_norm_limit": Key(divergence_guard),
     "train.beta": Key(trainer_config, context=(("train.method", "dpo"),)),
     "train.save_steps": Key(trainer_config),
     "train.deepspeed": Key(trainer_config),
     "train.nproc": Key(slurm_jobs),
-    "train.grpo_generations": Key(trainer_config, 2, context=(("train.method", "grpo"),)),
     "train.gradient_checkpointing": Key(trainer_config),
     "train.liger_kernel": Key(trainer_config),
     "train.lora.r": Key(trainer_config),
@@ -515,6 +514,8 @@ KEYS: dict[str, Key] = {
     "train.lora.dropout": Key(trainer_config),
     "train.lora.target_modules": Key(trainer_config, ["q_proj", "v_proj"]),
     "train.lora.qlora": Key(model_load),
+    "train.sft.packing": Key(trainer_config),
+    "train.grpo.generations": Key(trainer_config, 2, context=(("train.method", "grpo"),)),
     "eval.suites[0].name": Key(evaluation, "knapsack"),
     "eval.suites[0].difficulty": Key(evaluation),
     "eval.suites[0].episodes": Key(evaluation),
@@ -729,16 +730,19 @@ def test_each_method_loads_the_base_with_the_recipes_model_keys(method, ws):
 
     load = LoadOptions(dtype="bfloat16", attn_implementation="eager", trust_remote_code=True,
                        chat_template=str(ws.files["chat_template"]))
-    module = importlib.import_module(f"trainer.{method}")
+    from trainer import common
+    from trainer.methods import METHODS
+
+    module = METHODS[method]
     recipe = load_recipe(_write_recipe(ws, "base-recipe.yaml", []))
 
     def loading(base, parent, cfg, load):
         raise _Loaded(load)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(module, "load_policy_for_training", loading)
+        mp.setattr(common, "load_policy_for_training", loading)
         with pytest.raises(_Loaded) as got:
             module.train(ws.root / "base", None, _method_dataset(method), recipe.train, 0, ws.root / "work", 1e-3,
                          None, load=load)
-    assert got.value.load == load, (f"trainer.{method}.train loads the base with {got.value.load}, not the "
+    assert got.value.load == load, (f"trainer.methods.{method}.train loads the base with {got.value.load}, not the "
                                     f"recipe's {load}: model.* keys do not reach {method} training")

@@ -92,12 +92,12 @@ def test_a_diverged_round_keeps_the_parent_and_records_why(tmp_path, episodes, c
 
 @pytest.mark.slow  # two rounds
 def test_packing_keeps_assistant_only_loss(tmp_path, episodes):
-    """train.packing packs trajectories padding-free; the loss still covers exactly the assistant
+    """train.sft.packing packs trajectories padding-free; the loss still covers exactly the assistant
     tokens the unpacked round trains on (same count), and the round trains."""
     manifests = {}
     for packing in (False, True):
         name = f"packing-{packing}"
-        recipe = load_recipe(write_recipe(tmp_path / f"{name}.yaml", tmp_path / name, episodes, packing=packing,
+        recipe = load_recipe(write_recipe(tmp_path / f"{name}.yaml", tmp_path / name, episodes, sft={"packing": packing},
                                           batch_size=2, max_length=1024))
         run = RunDir(recipe.run_path())
         ensure_round0(recipe, run)

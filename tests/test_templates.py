@@ -55,7 +55,7 @@ def test_sft_rows_mask_context_turns_in_labels():
     from datasets import Dataset
 
     from data_pipeline.builders import SFT_MESSAGE  # noqa: F401  (the column carries `context`)
-    from trainer.sft import tokenize_conversations
+    from trainer.methods.sft import tokenize_conversations
 
     conv = [dict(m, context=(i == 2)) for i, m in enumerate(CONV)]
     rows = tokenize_conversations(Dataset.from_list([{"messages": conv}]), load_tokenizer())

@@ -2,8 +2,10 @@
 LoRA), the TrainingArguments common to TRL's configs, running with resume, the guards, a quiet
 progress bar, the count of trained tokens, and where this process stands in a distributed launch.
 
-A method module (`trainer/<method>.py`) builds its TRL trainer from `build_trainer_args(...)` and
-hands it to `run_trainer(trainer, work_dir, grad_norm_limit)`; the round does the rest.
+A method module (`trainer/methods/<method>.py`) builds its TRL trainer from `build_trainer_args(...)`
+and hands it to `run_trainer(trainer, work_dir, grad_norm_limit)`, or, for a preference method
+trained against a reference policy (KTO, DPO), hands its TRL trainer and config classes to
+`train_against_reference(...)`; the round does the rest.
 """
 from __future__ import annotations
 
@@ -83,11 +85,12 @@ def lora_config(cfg):
                       target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM", bias="none")
 
 
-def load_policy_for_training(base_path: Path, parent_adapter: Path | None, cfg, load: LoadOptions = LoadOptions()):
+def load_policy_for_training(base_path: Path, parent_adapter: Path | None, cfg, load: LoadOptions | None = None):
     """(model, tokenizer, peft_config): continue the parent's adapter when there is one (the
     model comes back as a trainable PeftModel and peft_config is None), else a fresh LoRA. The
     base loads as the recipe's `model.*` keys say (dtype, attention, 4 bit with train.lora.qlora),
     the tokenizer with the chat template every stage renders with (eval.models)."""
+    load = LoadOptions() if load is None else load
     tokenizer = load_tokenizer(base_path, load)
     model = load_model(base_path, replace(load, load_in_4bit=load.load_in_4bit or cfg.lora.qlora))
     if cfg.lora.qlora:
@@ -108,11 +111,12 @@ def mixed_precision(dtype: str, on_gpu: bool) -> dict[str, bool]:
 
 
 def build_trainer_args(cfg, seed: int, work_dir: Path, learning_rate: float,
-                       deepspeed_config: str | None, load: LoadOptions = LoadOptions()) -> dict[str, Any]:
+                       deepspeed_config: str | None, load: LoadOptions | None = None) -> dict[str, Any]:
     """TrainingArguments shared by every method's TRL config. Data order comes from `seed` alone
     (accelerate's seedable sampler, same permutation on any number of processes), so a resumed
     or multi-process round sees the same batches as a single uninterrupted one."""
     on_gpu = torch.cuda.is_available()
+    load = LoadOptions() if load is None else load
     return dict(
         output_dir=str(work_dir),
         learning_rate=learning_rate,
@@ -308,3 +312,26 @@ def run_trainer(trainer, work_dir: Path, grad_norm_limit: float = math.inf) -> d
         "train_runtime_s": float(result.metrics.get("train_runtime", 0.0)),
         "resumed_from_step": int(Path(resume).name.split("-")[-1]) if resume else 0,
     }
+
+
+def train_against_reference(trainer_class, config_class, base_path: Path, parent_adapter: Path | None, dataset, cfg,
+                            seed: int, work_dir: Path, learning_rate: float, deepspeed_config: str | None,
+                            reference_adapter: Path | None, load: LoadOptions | None = None, **method_args) -> dict:
+    """One round of a TRL preference trainer (KTOTrainer / DPOTrainer with its KTOConfig /
+    DPOConfig) against a frozen reference policy (trainer/reference.py): train.beta and
+    train.max_length, plus the method's own config keywords (`method_args`). Returns run_trainer's
+    metrics, the trained adapter alone under "model"."""
+    from trainer.reference import drop_reference, set_reference
+
+    # 1. setup: base (+ the parent's adapter, trainable), the trainer config, the reference policy
+    model, tokenizer, peft_config = load_policy_for_training(base_path, parent_adapter, cfg, load)
+    args = config_class(**build_trainer_args(cfg, seed, work_dir, learning_rate, deepspeed_config, load),
+                        beta=cfg.beta, max_length=cfg.max_length, **method_args, dataset_num_proc=None)
+    trainer = trainer_class(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                            peft_config=peft_config)
+    set_reference(trainer.model, reference_adapter)
+    # 2. train (resuming from work_dir/checkpoint-* when a killed run left one)
+    result = run_trainer(trainer, work_dir, cfg.grad_norm_limit)
+    # 3. hand back the trained adapter only
+    drop_reference(result["model"])
+    return result

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, create_model
 
 from data_pipeline.config import Section
+from trainer.methods import METHODS
 
 
 class TinyModelConfig(Section):
@@ -42,8 +43,10 @@ class LoraConfig(Section):
     qlora: bool = Field(False, description="Load the base in 4 bit (QLoRA; needs a GPU and bitsandbytes)")
 
 
-class TrainConfig(Section):
-    method: Literal["sft", "kto", "dpo", "grpo"] = Field("sft", description="Training method of each round")
+class _TrainKeys(Section):
+    """The keys of `train` that every method shares; TrainConfig adds one section per method."""
+
+    method: Literal[tuple(METHODS)] = Field("sft", description="Training method of each round")
     rounds: int = Field(5, ge=0, description="Training rounds after round 0 (the base evaluation)")
     adapter: Literal["continue", "merge", "reset"] = Field(
         "continue", description="Per round: continue the same adapter, merge it into the base and start fresh, or reset to the base"
@@ -61,17 +64,27 @@ class TrainConfig(Section):
     batch_size: int = Field(8, ge=1, description="Per-device batch size")
     grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps")
     max_length: int = Field(2048, ge=16, description="Maximum tokens per training sequence")
-    packing: bool = Field(False, description="SFT: pack sequences (padding-free where supported)")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm")
     grad_norm_limit: float = Field(1e4, gt=0, description="Stop the round when the gradient norm exceeds this (exploding)")
     beta: float = Field(0.1, ge=0, description="KTO/DPO/GRPO: KL strength to the reference")
     save_steps: int = Field(50, ge=1, description="Intra-round checkpoint every this many steps (for resume)")
     deepspeed: Literal["none", "zero2", "zero3"] = Field("none", description="Named DeepSpeed config shipped with flywheel")
     nproc: int = Field(1, ge=1, description="Local processes for a round (torchrun); under Slurm the processes per CPU node (a GPU node runs one per GPU)")
-    grpo_generations: int = Field(4, ge=2, description="GRPO: completions per prompt")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass (less memory, ~30% more compute)")
     liger_kernel: bool = Field(False, description="Use Liger's fused kernels through TRL (needs the liger-kernel package and a GPU)")
     lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA adapter")
+
+
+# `train`: the shared keys, then each method's own section (`train.sft.packing`,
+# `train.grpo.generations`), composed from trainer.methods.METHODS and documented by its docstring.
+TrainConfig = create_model(
+    "TrainConfig", __base__=_TrainKeys, __module__=__name__,
+    **{name: (method.Config, Field(default_factory=method.Config, description=method.Config.__doc__.strip()))
+       for name, method in METHODS.items()},
+)
+# Keys that moved into a method's section: a recipe still using the old key is told the new one.
+MOVED_KEYS = {("train", "packing"): ("train", "sft", "packing"),
+              ("train", "grpo_generations"): ("train", "grpo", "generations")}
 
 
 class WandbConfig(Section):

@@ -304,7 +304,7 @@ def _activation_bytes(recipe, shape: ModelShape, checkpointing: bool) -> float:
     layer = 34 * tokens * h * act / 2
     if _scores_kept(recipe):
         # a packed, padding-free micro-batch is one flattened row: its scores span all its tokens
-        row = tokens if train.packing else train.max_length
+        row = tokens if train.sft.packing else train.max_length
         layer += shape.heads * row * tokens * _score_bytes(recipe, act)
     if train.lora.dropout > 0:
         layer += tokens * _lora_inputs(shape, train.lora.target_modules) * (act + 1)

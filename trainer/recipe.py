@@ -36,7 +36,7 @@ from data_pipeline.yamlfile import (Layer, YamlFileError, deep_merge, dotted, lo
                                     read_mapping_file, section_label, set_at, split_override)
 from eval.config import CollectConfig, CurveConfig, EvalConfig
 from eval.suites import SUITES
-from trainer.config import ModelConfig, SlurmConfig, StudyConfig, TrackingConfig, TrainConfig
+from trainer.config import MOVED_KEYS, ModelConfig, SlurmConfig, StudyConfig, TrackingConfig, TrainConfig
 
 RESOLVED_NAME = "recipe.resolved.yaml"
 # Keys that `write_resolved` adds next to the recipe; a resolved file loads as a recipe again.
@@ -171,6 +171,8 @@ def all_key_paths(annotation: Any = Recipe, prefix: tuple = ()) -> list[tuple]:
 
 
 def _unknown_key_problem(path: tuple) -> str:
+    if path in MOVED_KEYS:  # a key that moved into a method's section (train.packing -> train.sft.packing)
+        return f"{dotted(path)} moved to {dotted(MOVED_KEYS[path])}"
     parent, key = path[:-1], str(path[-1])
     section = section_of(annotation_at(parent))
     allowed = list(section.model_fields) if section else []

@@ -7,6 +7,7 @@ recorded; any other change is refused unless the run is forked (`--fork`) or hol
 under the old recipe. `write_resolved` applies this when it writes the file."""
 from __future__ import annotations
 
+import copy
 import json
 import os
 import sys
@@ -17,6 +18,7 @@ from typing import Any
 import yaml
 
 from data_pipeline.yamlfile import dotted
+from trainer.config import MOVED_KEYS
 from trainer.recipe import (RESOLVED_META_KEYS, RESOLVED_NAME, Recipe, RecipeError, code_version, read_resolved,
                             schema_defaults)
 
@@ -75,12 +77,26 @@ def change_text(path: tuple, old: Any, new: Any) -> str:
     return f"{dotted(path)}: {short(old)} -> {short(new)}"
 
 
+def _moved_to_new_keys(doc: dict) -> dict:
+    """A resolved recipe written before keys moved (MOVED_KEYS), with their values in the new
+    place, so that a run resumes when only the layout changed."""
+    doc = copy.deepcopy(doc)
+    for old, new in MOVED_KEYS.items():
+        node = _lookup(doc, old[:-1])
+        if isinstance(node, dict) and old[-1] in node:
+            value, target = node.pop(old[-1]), doc
+            for part in new[:-1]:
+                target = target.setdefault(part, {})
+            target.setdefault(new[-1], value)
+    return doc
+
+
 def compare_with_run(old_doc: dict, new: dict, meta: dict, target: Path, fork: bool,
                      unproduced: bool = False) -> dict | None:
     """The history event of rerunning into a run directory (None: nothing changed); refuses a
     different recipe unless `fork`, or `unproduced` (the run holds nothing made under the old
     recipe, so the new one replaces it)."""
-    old = {k: v for k, v in old_doc.items() if k not in RESOLVED_META_KEYS}
+    old = _moved_to_new_keys({k: v for k, v in old_doc.items() if k not in RESOLVED_META_KEYS})
     changes = differences(old, new)
     blocking = [c for c in changes if not resume_neutral(*c)]
     if blocking and not fork and not unproduced:

@@ -3,7 +3,7 @@
 1. collect: the parent policy acts on fresh training tasks; episodes -> experience/round-XXXX.jsonl
 2. ingest:  that file goes into the experience store (deduplicated, redacted, held-out guarded)
 3. select:  every store batch new since the parent's round + a replay sample of older ones
-4. train:   the method's module drives TRL's trainer on the built dataset (LoRA)
+4. train:   the method's module (trainer/methods/) drives TRL's trainer on the built dataset (LoRA)
 5. save:    adapter + manifest.json, written atomically as rounds/round-XXXX/
 
 `flywheel train --stage` splits this for multi-process and Slurm jobs, through the round's work
@@ -38,12 +38,12 @@ from trainer import tracking
 from trainer.errors import UserError
 from trainer.common import (FINAL_ADAPTER, TrainingDiverged, dist_env, quiet_libraries, remove_checkpoints,
                             set_progress)
+from trainer.methods import METHODS
 from trainer.model_check import require_loadable
 from trainer.recipe import RESOLVED_NAME, Recipe, code_version, load_recipe
 from trainer.recipe_fork import write_resolved
 from trainer.rundir import RunDir, atomic_write_json, dir_checksums, write_dir_atomically
 
-METHODS = ("sft", "kto", "dpo", "grpo")
 # Built-in suites' held-out tasks: task ids end in the seed, and held-out seeds start at 1e9.
 BUILTIN_HELDOUT = HeldoutSpec(patterns=[rf"/s[1-9]\d{{{len(str(HELDOUT_SEED_START)) - 1}}}$"])
 
@@ -192,15 +192,6 @@ def select_data(store: ExperienceStore, parent: dict, replay_ratio: float, seed:
     return trajs, used, [b.batch_id for b in batches], new, hours, new_hours
 
 
-def build_dataset(method: str, trajs, recipe: Recipe, store: ExperienceStore):
-    from data_pipeline import builders
-
-    if method == "sft":
-        return builders.build_sft(trajs, success_only=recipe.data.success_only, min_score=recipe.data.min_score,
-                                  heldout=store.heldout)
-    return getattr(builders, f"build_{'rl' if method == 'grpo' else method}")(trajs, heldout=store.heldout)
-
-
 # ---- 4-5. the stages of `flywheel train`: prepare -> fit -> finalize ---------------------------
 STAGES = ("all", "prepare", "fit", "finalize")
 SELECTION, FIT_RESULT, DATASET, ADAPTER = "selection.json", "fit.json", "dataset", "adapter"
@@ -264,8 +255,9 @@ def prepare_round(recipe: Recipe, run: RunDir, r: int, progress: bool = True) ->
     if leaked:
         raise UserError(f"held-out tasks reached round {r}'s data: {leaked[:5]}")
     base, parent_adapter = checkpoint_paths(run, parent)
+    method = METHODS[recipe.train.method]
     # KTO/DPO/GRPO reference: the parent's adapter (previous policy) or none (the base weights)
-    reference_adapter = parent_adapter if recipe.train.method != "sft" and recipe.train.reference == "previous" else None
+    reference_adapter = parent_adapter if method.REFERENCE and recipe.train.reference == "previous" else None
     if recipe.train.adapter == "reset":
         parent_adapter = None
     elif recipe.train.adapter == "merge" and parent_adapter is not None:
@@ -274,7 +266,7 @@ def prepare_round(recipe: Recipe, run: RunDir, r: int, progress: bool = True) ->
         base = merge_adapter(base, parent_adapter, merged_base_dir(run.root, r))
         parent_adapter = reference_adapter = None  # the parent's policy is now the base itself
     # update_weights off (the study's retry control): an empty dataset, so the round trains nothing
-    dataset = build_dataset(recipe.train.method, trajs if recipe.train.update_weights else [], recipe, store)
+    dataset = method.build_dataset(trajs if recipe.train.update_weights else [], recipe, store.heldout)
     work.mkdir(parents=True, exist_ok=True)
     tmp = work / f".{DATASET}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -312,17 +304,15 @@ def fit_round(recipe: Recipe, run: RunDir, r: int) -> dict | None:
     lr = round_learning_rate(recipe, r)
     metrics: dict[str, Any] = {"rows": len(dataset), "learning_rate": lr, "fit_s": 0.0, "gpus": 0}
     if len(dataset) > 0:
-        import importlib
-
         from transformers import set_seed
 
         t0 = time.time()
         set_seed(sel["seed"])  # a fresh LoRA's initial weights and any dropout draw from here
-        module = importlib.import_module(f"trainer.{sel['method']}")
+        method = METHODS[sel["method"]]
         parent_adapter = Path(sel["parent_adapter"]) if sel["parent_adapter"] else None
         try:
             reference = {"reference_adapter": Path(sel["reference_adapter"])} if sel.get("reference_adapter") else {}
-            result = module.train(Path(sel["base_model"]), parent_adapter, dataset, recipe.train, sel["seed"], work,
+            result = method.train(Path(sel["base_model"]), parent_adapter, dataset, recipe.train, sel["seed"], work,
                                   lr, deepspeed_config_path(recipe.train.deepspeed), **reference,
                                   load=load_options(recipe))
         except TrainingDiverged as e:

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from trainer.cli.common import IngestParser, add_quiet, silence_libraries
+from trainer.methods import METHODS
 
 
 def parser() -> argparse.ArgumentParser:
@@ -16,7 +17,8 @@ def parser() -> argparse.ArgumentParser:
                        description="Write a datasets.Dataset (save_to_disk) for TRL, with provenance.json; "
                                    "held-out tasks never enter it.")
     b.add_argument("--store", required=True, help="experience store directory")
-    b.add_argument("--kind", required=True, choices=["sft", "kto", "dpo", "rl"], help="which trainer's rows")
+    b.add_argument("--kind", required=True, choices=list(dict.fromkeys(m.DATASET for m in METHODS.values())),
+                   help="which method's rows (rl: the prompts of grpo)")
     b.add_argument("--out", required=True, help="output folder (must be empty or absent)")
     b.add_argument("--batches", nargs="*", help="batch ids to use (default: all)")
     b.add_argument("--all-scores", action="store_true", help="sft: keep failures too, with a weight column")

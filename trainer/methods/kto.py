@@ -14,37 +14,44 @@ newest intra-round checkpoint in `work_dir`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from eval.models import LoadOptions
-from trainer.common import build_trainer_args, load_policy_for_training, run_trainer
-from trainer.reference import drop_reference, set_reference
+from data_pipeline.config import Section
+
+if TYPE_CHECKING:
+    from eval.models import LoadOptions
+
+DATASET = "kto"  # `flywheel dataset build --kind` of this method's dataset
+REFERENCE = True  # KL to a reference policy: train.reference and train.beta apply
+
+
+class Config(Section):
+    """KTO: keys of KTO alone (none yet; it shares train.beta and train.reference)"""
+
+
+def build_dataset(trajs, recipe, heldout):
+    """The round's trajectories -> one `prompt` / `completion` / `label` row per labeled episode
+    (data_pipeline.builders.build_kto)."""
+    from data_pipeline.builders import build_kto
+
+    return build_kto(trajs, heldout=heldout)
 
 
 def train(base_path: Path, parent_adapter: Path | None, dataset, cfg, seed: int, work_dir: Path,
           learning_rate: float, deepspeed_config: str | None = None,
-          reference_adapter: Path | None = None, load: LoadOptions = LoadOptions()) -> dict:
+          reference_adapter: Path | None = None, load: LoadOptions | None = None) -> dict:
     """Train one round on `dataset`; returns metrics and the trained PEFT model under "model"."""
     from trl import KTOConfig, KTOTrainer
 
-    # 1. setup: base (+ the parent's adapter, trainable), the trainer config, the reference policy
-    model, tokenizer, peft_config = load_policy_for_training(base_path, parent_adapter, cfg, load)
+    from trainer.common import train_against_reference
+
+    # 1. setup: logged agents mostly fail, so weigh the rarer side up until both sides pull
+    # equally (the paper's recommended ratio range, section 4.2)
     desirable = sum(bool(x) for x in dataset["label"])
-    args = KTOConfig(
-        **build_trainer_args(cfg, seed, work_dir, learning_rate, deepspeed_config, load),
-        beta=cfg.beta,
-        max_length=cfg.max_length,
-        # Logged agents mostly fail: weigh the rarer side up so both sides pull equally
-        # (the paper's recommended ratio range, section 4.2).
-        **_class_weights(desirable, len(dataset) - desirable),
-        dataset_num_proc=None,
-    )
-    trainer = KTOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=peft_config)
-    set_reference(trainer.model, reference_adapter)
-    # 2. train (resuming from work_dir/checkpoint-* when a killed run left one)
-    result = run_trainer(trainer, work_dir, cfg.grad_norm_limit)
-    # 3. hand back the trained adapter only
-    drop_reference(result["model"])
+    weights = _class_weights(desirable, len(dataset) - desirable)
+    # 2. train against the reference policy 3. save and hand back the trained adapter only
+    result = train_against_reference(KTOTrainer, KTOConfig, base_path, parent_adapter, dataset, cfg, seed, work_dir,
+                                     learning_rate, deepspeed_config, reference_adapter, load, **weights)
     result["desirable"], result["undesirable"] = desirable, len(dataset) - desirable
     return result
 

@@ -1,7 +1,7 @@
 """GRPO round: online, multi-turn reinforcement learning of a LoRA adapter in a built-in environment.
 
 Follows Shao et al. 2024, "DeepSeekMath" (arXiv:2402.03300), group relative policy optimisation:
-each prompt is played `train.grpo_generations` times by the current policy, a rollout's advantage
+each prompt is played `train.grpo.generations` times by the current policy, a rollout's advantage
 is its reward minus its group's mean (scaled by the group's std), and a KL term of strength
 `train.beta` holds the policy near the reference. Drives TRL's `GRPOTrainer` with a `rollout_func`:
 
@@ -18,7 +18,7 @@ is its reward minus its group's mean (scaled by the group's std), and a KL term 
 
 Honours: train.learning_rate (with the round's decay), lr_scheduler, warmup_ratio, epochs,
 max_steps, batch_size, grad_accum, max_length, max_grad_norm, grad_norm_limit, save_steps, beta,
-grpo_generations, deepspeed, lora.*, and train.reference through `reference_adapter` (see
+grpo.generations, deepspeed, lora.*, and train.reference through `reference_adapter` (see
 trainer/reference.py). Resumes from the newest intra-round checkpoint in `work_dir`.
 """
 from __future__ import annotations
@@ -27,21 +27,42 @@ import json
 import re
 from collections import defaultdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+from pydantic import Field
 
-from eval.models import LoadOptions
-from trainer.common import build_trainer_args, load_policy_for_training, run_trainer
-from trainer.reference import drop_reference, set_reference
+from data_pipeline.config import Section
 
+if TYPE_CHECKING:
+    from eval.models import LoadOptions
+
+DATASET = "rl"  # `flywheel dataset build --kind` of this method's dataset: prompts to replay
+REFERENCE = True  # KL to a reference policy: train.reference and train.beta apply
 _TASK = re.compile(r"/d(\d+)/s(\d+)$")  # built-in task ids: "<suite>/d<difficulty>/s<seed>"
+
+
+class Config(Section):
+    """GRPO: keys of group relative policy optimisation alone"""
+
+    generations: int = Field(4, ge=2, description="Completions per prompt")
+
+
+def build_dataset(trajs, recipe, heldout):
+    """The round's trajectories -> one `prompt` per logged task, naming its suite and task id
+    (data_pipeline.builders.build_rl)."""
+    from data_pipeline.builders import build_rl
+
+    return build_rl(trajs, heldout=heldout)
 
 
 def train(base_path: Path, parent_adapter: Path | None, dataset, cfg, seed: int, work_dir: Path,
           learning_rate: float, deepspeed_config: str | None = None,
-          reference_adapter: Path | None = None, load: LoadOptions = LoadOptions()) -> dict:
+          reference_adapter: Path | None = None, load: LoadOptions | None = None) -> dict:
     """Train one round on the tasks of `dataset`; returns metrics and the trained PEFT model."""
     from trl import GRPOConfig, GRPOTrainer
+
+    from trainer.common import build_trainer_args, load_policy_for_training, run_trainer
+    from trainer.reference import drop_reference, set_reference
 
     # 1. setup: the replayable tasks, the policy, the trainer config, the reference policy
     dataset, tasks = replayable_tasks(dataset)
@@ -49,7 +70,7 @@ def train(base_path: Path, parent_adapter: Path | None, dataset, cfg, seed: int,
     args = GRPOConfig(
         **build_trainer_args(cfg, seed, work_dir, learning_rate, deepspeed_config, load),
         beta=cfg.beta,
-        num_generations=cfg.grpo_generations,
+        num_generations=cfg.grpo.generations,
         max_completion_length=cfg.max_length,
         temperature=1.0,  # the rollout samples at temperature 1; log-probs are computed the same way
     )

@@ -14,31 +14,38 @@ Resumes from the newest intra-round checkpoint in `work_dir`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from eval.models import LoadOptions
-from trainer.common import build_trainer_args, load_policy_for_training, run_trainer
-from trainer.reference import drop_reference, set_reference
+from data_pipeline.config import Section
+
+if TYPE_CHECKING:
+    from eval.models import LoadOptions
+
+DATASET = "dpo"  # `flywheel dataset build --kind` of this method's dataset
+REFERENCE = True  # KL to a reference policy: train.reference and train.beta apply
+
+
+class Config(Section):
+    """DPO: keys of DPO alone (none yet; it shares train.beta and train.reference)"""
+
+
+def build_dataset(trajs, recipe, heldout):
+    """The round's trajectories -> `prompt` / `chosen` / `rejected` pairs of episodes of one task
+    (data_pipeline.builders.build_dpo)."""
+    from data_pipeline.builders import build_dpo
+
+    return build_dpo(trajs, heldout=heldout)
 
 
 def train(base_path: Path, parent_adapter: Path | None, dataset, cfg, seed: int, work_dir: Path,
           learning_rate: float, deepspeed_config: str | None = None,
-          reference_adapter: Path | None = None, load: LoadOptions = LoadOptions()) -> dict:
+          reference_adapter: Path | None = None, load: LoadOptions | None = None) -> dict:
     """Train one round on `dataset`; returns metrics and the trained PEFT model under "model"."""
     from trl import DPOConfig, DPOTrainer
 
-    # 1. setup: base (+ the parent's adapter, trainable), the trainer config, the reference policy
-    model, tokenizer, peft_config = load_policy_for_training(base_path, parent_adapter, cfg, load)
-    args = DPOConfig(
-        **build_trainer_args(cfg, seed, work_dir, learning_rate, deepspeed_config, load),
-        beta=cfg.beta,
-        max_length=cfg.max_length,
-        dataset_num_proc=None,
-    )
-    trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=peft_config)
-    set_reference(trainer.model, reference_adapter)
-    # 2. train (resuming from work_dir/checkpoint-* when a killed run left one)
-    result = run_trainer(trainer, work_dir, cfg.grad_norm_limit)
-    # 3. hand back the trained adapter only
-    drop_reference(result["model"])
-    return result
+    from trainer.common import train_against_reference
+
+    # 1. setup (TRL's DPO defaults: sigmoid loss), 2. train against the reference policy, 3. save and
+    # hand back the trained adapter only
+    return train_against_reference(DPOTrainer, DPOConfig, base_path, parent_adapter, dataset, cfg, seed, work_dir,
+                                   learning_rate, deepspeed_config, reference_adapter, load)
