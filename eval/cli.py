@@ -11,6 +11,7 @@ from typing import Any
 from eval.config import EvalConfig
 from eval.errors import EvalError, read_yaml_mapping
 from eval.models import LoadOptions
+from eval.records import EvalSummary
 
 
 # ---------------------------------------------------------------------------------------------
@@ -120,18 +121,23 @@ def read_eval_recipe(path: str | Path, overrides: list[str] = ()) -> tuple[EvalC
 def resolve_checkpoint(directory: str | Path) -> tuple[Path, Path | None]:
     """(base model folder, adapter folder or None) of a round checkpoint dir (manifest.json), a
     plain model folder (config.json) or a bare LoRA adapter folder (adapter_config.json)."""
+    from eval.records import CheckpointManifest
+
     d = Path(directory)
-    if (d / "manifest.json").is_file():
+    if (d / CheckpointManifest.FILE).is_file():
         try:
-            manifest = json.loads((d / "manifest.json").read_text())
-            base, adapter = Path(manifest["base_model"]), manifest.get("adapter")
+            manifest = CheckpointManifest.load(d / CheckpointManifest.FILE)
+            if manifest.base_model is None:
+                raise KeyError("base_model")
+            base, adapter = Path(manifest.base_model), manifest.adapter
         except (ValueError, KeyError, TypeError) as e:
-            raise EvalError(f"{d / 'manifest.json'}: not a checkpoint manifest ({e!r}): needs base_model and adapter") from None
+            raise EvalError(f"{d / CheckpointManifest.FILE}: not a checkpoint manifest ({e!r}): "
+                            "needs base_model and adapter") from None
         # base_model is written relative to where the run was started; the run root holds it too
         for candidate in (base, d.parent.parent / base.name):
             if (candidate / "config.json").is_file():
                 return candidate, (d / adapter) if adapter else None
-        raise EvalError(f"{d / 'manifest.json'}: base_model {str(base)!r}: no model folder there")
+        raise EvalError(f"{d / CheckpointManifest.FILE}: base_model {str(base)!r}: no model folder there")
     if (d / "adapter_config.json").is_file():
         base = json.loads((d / "adapter_config.json").read_text()).get("base_model_name_or_path")
         if not base or not (Path(base) / "config.json").is_file():
@@ -165,15 +171,15 @@ def _select_suites(cfg: EvalConfig, names: list[str]) -> EvalConfig:
     return cfg.model_copy(update={"suites": picked})
 
 
-def _print_summary(summary: dict, out: Path, as_json: bool) -> None:
+def _print_summary(summary: EvalSummary, out: Path, as_json: bool) -> None:
     if as_json:
-        print(json.dumps(summary, sort_keys=True))
+        print(json.dumps(summary.to_dict(), sort_keys=True))
         return
-    for name, s in summary["suites"].items():
-        lo, hi = s["ci95"]
-        passes = " ".join(f"pass@{j}={v:.3f}" for j, v in s["pass_at_k"].items())
-        print(f"{name}: success {s['success_rate']:.3f} [{lo:.3f}, {hi:.3f}] mean score {s['mean_score']:.3f} "
-              f"{passes} on {s['episodes']} episodes ({s['tasks']} tasks)")
+    for name, s in summary.suites.items():
+        lo, hi = s.ci95
+        passes = " ".join(f"pass@{j}={v:.3f}" for j, v in s.pass_at_k.items())
+        print(f"{name}: success {s.success_rate:.3f} [{lo:.3f}, {hi:.3f}] mean score {s.mean_score:.3f} "
+              f"{passes} on {s.episodes} episodes ({s.tasks} tasks)")
     print(f"results: {out}")
 
 
@@ -222,12 +228,9 @@ def eval_main(argv: list[str]) -> int:
 
 
 def _policy(cfg: EvalConfig, base: Path, adapter: Path | None, load: LoadOptions, name: str):
-    from eval.policy import HFPolicy, load_checkpoint
+    from eval.policy import policy_for
 
     try:
-        model, tokenizer = load_checkpoint(base, adapter, load)
+        return policy_for((base, adapter), cfg.policy, load, name)
     except (OSError, ValueError) as e:
         raise EvalError(f"cannot load checkpoint {adapter or base}: {e}") from None
-    pc = cfg.policy
-    return HFPolicy(model, tokenizer, temperature=pc.temperature, constrained=pc.constrained,
-                    max_new_tokens=pc.max_new_tokens, name=name)

@@ -541,7 +541,7 @@ def eval_whole(recipe_path: str, r: int) -> dict:
     recipe = load_recipe(recipe_path)
     run = RunDir(make_context(recipe, caps=Capabilities()).run_dir)
     s = evaluate_round(recipe, run, r, progress=False)
-    return {"round": r, "success_rate": s["success_rate"], "episodes": s["episodes"]}
+    return {"round": r, "success_rate": s.success_rate, "episodes": s.episodes}
 
 
 def job_main(argv: list[str]) -> int:
