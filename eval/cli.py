@@ -159,12 +159,13 @@ def _shard_arg(text: str) -> tuple[int, int]:
 def _select_suites(cfg: EvalConfig, names: list[str]) -> EvalConfig:
     """Only the named suites: the recipe's settings when it lists them, else the suite's defaults."""
     from eval.config import SuiteConfig
+    from eval.external import is_external_suite
     from eval.suites import SUITES
 
     picked = []
     for name in names:
         mine = [s for s in cfg.suites if s.name == name]
-        if not mine and name not in SUITES and not name.endswith((".yaml", ".yml")):
+        if not mine and name not in SUITES and not is_external_suite(name):
             raise EvalError(f"--suite {name}: not in the recipe and not a built-in suite "
                             f"({', '.join(sorted(SUITES))}) or an external suite .yaml")
         picked += mine or [SuiteConfig(name=name, difficulty=SUITES[name].default_difficulty if name in SUITES else 1)]

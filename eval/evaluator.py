@@ -164,13 +164,15 @@ def _endpoint_for(suite, endpoint: str | None, policy: Policy):
 def collect_rows(policy: Policy, eval_cfg: EvalConfig, work_dir: Path, checkpoint: str = "",
                  shard: Shard | None = None, progress: bool = True, endpoint: str | None = None):
     """Run every suite of `eval_cfg` (only the shard's tasks); returns (result rows, episodes)."""
+    from eval.external import is_external_suite
+
     rows, episodes = [], []
     for sc in eval_cfg.suites:
         if sc.name in SUITES:
             got, trajs = _builtin_rows(sc, policy, eval_cfg, shard, progress)
             rows += got
             episodes += trajs
-        elif sc.name.endswith((".yaml", ".yml")):
+        elif is_external_suite(sc.name):
             rows += _external_rows(sc, checkpoint, endpoint, work_dir, eval_cfg, shard, policy)
         else:
             raise EvalError(f"eval.suites: unknown suite {sc.name!r}; built-in: {', '.join(sorted(SUITES))}, "
