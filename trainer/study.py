@@ -127,7 +127,6 @@ def run_arm(recipe: Recipe, progress: bool) -> float:
     return time.time() - t0
 
 
-
 # ---- what an arm's run gives the report ------------------------------------------------------------
 @dataclasses.dataclass(kw_only=True)
 class ArmRound(Record):

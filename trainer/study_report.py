@@ -29,8 +29,7 @@ def budget_check(hours: dict[str, list[float]], tolerance: float) -> list[dict]:
     return rows
 
 
-
-
+# ---- the arms' points for the curve fit ----------------------------------------------------------------
 def curve_points(data: Results, metric: str) -> dict[str, list]:
     from eval.curve import CurvePoint
 
