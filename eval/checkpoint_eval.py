@@ -13,12 +13,13 @@ from eval.models import LoadOptions
 def select_suites(cfg: EvalConfig, names: list[str]) -> EvalConfig:
     """Only the named suites: the recipe's settings when it lists them, else the suite's defaults."""
     from eval.config import SuiteConfig
+    from eval.external import is_external_suite
     from eval.suites import SUITES
 
     picked = []
     for name in names:
         mine = [s for s in cfg.suites if s.name == name]
-        if not mine and name not in SUITES and not name.endswith((".yaml", ".yml")):
+        if not mine and name not in SUITES and not is_external_suite(name):
             raise EvalError(f"--suite {name}: not in the recipe and not a built-in suite "
                             f"({', '.join(sorted(SUITES))}) or an external suite .yaml")
         picked += mine or [SuiteConfig(name=name, difficulty=SUITES[name].default_difficulty if name in SUITES else 1)]
@@ -32,15 +33,12 @@ def results_dir(checkpoint: str | Path, suites: list[str] = ()) -> Path:
 
 
 def checkpoint_policy(cfg: EvalConfig, base: Path, adapter: Path | None, load: LoadOptions, name: str):
-    from eval.policy import HFPolicy, load_checkpoint
+    from eval.policy import policy_for
 
     try:
-        model, tokenizer = load_checkpoint(base, adapter, load)
+        return policy_for((base, adapter), cfg.policy, load, name)
     except (OSError, ValueError) as e:
         raise EvalError(f"cannot load checkpoint {adapter or base}: {e}") from None
-    pc = cfg.policy
-    return HFPolicy(model, tokenizer, temperature=pc.temperature, constrained=pc.constrained,
-                    max_new_tokens=pc.max_new_tokens, name=name)
 
 
 def evaluate_checkpoint(cfg: EvalConfig, load: LoadOptions, checkpoint: str | Path, *, experiment: str,

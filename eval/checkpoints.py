@@ -8,21 +8,21 @@ import re
 from pathlib import Path
 
 from eval.errors import EvalError
+from eval.records import CheckpointManifest
 
 # ORG/NAME as the Hugging Face hub spells a model id (loaded from this machine's cache, never downloaded)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 
 
-def checkpoint_of(round_dir: str | Path, manifest: dict) -> tuple[Path, Path | None]:
+def checkpoint_of(round_dir: str | Path, manifest: CheckpointManifest) -> tuple[Path, Path | None]:
     """(base model, adapter folder or None) of a round checkpoint from its manifest. `base_model` is
     written relative to where the run was started: when it holds no model from here, the run root's
     folder of that name is taken if it does. Paths only: a round being prepared may name a base
     that is built later; `resolve_checkpoint` checks that the base is there."""
     d = Path(round_dir)
-    try:
-        base, adapter = Path(manifest["base_model"]), manifest.get("adapter")
-    except (KeyError, TypeError) as e:
-        raise EvalError(f"{d / 'manifest.json'}: not a checkpoint manifest ({e!r}): needs base_model and adapter") from None
+    if manifest.base_model is None:
+        raise EvalError(f"{d / manifest.FILE}: not a checkpoint manifest (no base_model): needs base_model and adapter")
+    base, adapter = Path(manifest.base_model), manifest.adapter
     moved = d.parent.parent / base.name
     if not (base / "config.json").is_file() and (moved / "config.json").is_file():
         base = moved
@@ -33,11 +33,11 @@ def resolve_checkpoint(directory: str | Path) -> tuple[Path, Path | None]:
     """(base model folder, adapter folder or None) of a round checkpoint dir (manifest.json), a
     plain model folder (config.json) or a bare LoRA adapter folder (adapter_config.json)."""
     d = Path(directory)
-    if (d / "manifest.json").is_file():
+    if (d / CheckpointManifest.FILE).is_file():
         try:
-            manifest = json.loads((d / "manifest.json").read_text())
-        except ValueError as e:
-            raise EvalError(f"{d / 'manifest.json'}: not a checkpoint manifest ({e!r}): needs base_model and adapter") from None
+            manifest = CheckpointManifest.load(d / CheckpointManifest.FILE)
+        except (ValueError, TypeError) as e:
+            raise EvalError(f"{d / CheckpointManifest.FILE}: not a checkpoint manifest ({e!r}): needs base_model and adapter") from None
         base, adapter = checkpoint_of(d, manifest)
         # a hub id (ORG/NAME) that is no local folder loads from this machine's cache, never downloaded
         if not (base / "config.json").is_file() and not (_HUB_ID.match(str(base)) and not base.exists()):

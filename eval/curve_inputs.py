@@ -20,9 +20,8 @@ from typing import Any
 
 from data_pipeline.errors import FlywheelError
 from eval.curve import CurvePoint
+from eval.records import X_FIELDS, CheckpointManifest, EvalSummary
 
-X_KEYS = {"hours": "cumulative_interaction_hours", "gpu_hours": "gpu_hours", "tokens": "tokens_trained",
-          "round": "round"}
 CSV_REQUIRED = ("arm", "x", "score")
 CSV_OPTIONAL = ("task", "date", "n", "lo", "hi", "label")
 
@@ -63,36 +62,37 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def _number(data: dict[str, Any], key: str, path: Path) -> float:
-    if key not in data:
+def _number(record: CheckpointManifest | EvalSummary, key: str, path: Path) -> float:
+    value = getattr(record, key, None)
+    if value is None:
         raise CurveInputError(f"{path}: missing field {key!r}")
-    value = data[key]
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise CurveInputError(f"{path}: field {key!r} must be a finite number, got {value!r}")
     return float(value)
 
 
 def _round_point(round_dir: Path, x_axis: str, metric: str | None, arm: str) -> CurvePoint | None:
-    manifest_path, summary_path = round_dir / "manifest.json", round_dir / "eval" / "summary.json"
+    manifest_path, summary_path = round_dir / CheckpointManifest.FILE, round_dir / "eval" / EvalSummary.FILE
     if not manifest_path.is_file():
-        raise CurveInputError(f"{round_dir}: no manifest.json")
+        raise CurveInputError(f"{round_dir}: no {CheckpointManifest.FILE}")
     if not summary_path.is_file():
         return None
-    manifest, summary = _read_json(manifest_path), _read_json(summary_path)
-    key = metric or ("mean_score" if "mean_score" in summary else "success_rate")
-    point = CurvePoint(x=_number(manifest, X_KEYS[x_axis], manifest_path), score=_number(summary, key, summary_path),
+    manifest = CheckpointManifest.from_dict(_read_json(manifest_path))
+    summary = EvalSummary.from_dict(_read_json(summary_path))
+    key = metric or ("mean_score" if summary.mean_score is not None else "success_rate")
+    point = CurvePoint(x=_number(manifest, X_FIELDS[x_axis], manifest_path), score=_number(summary, key, summary_path),
                        arm=arm, label=f"round-{int(_number(manifest, 'round', manifest_path))}",
-                       date=parse_date(manifest.get("date"), f"{manifest_path}: field 'date'"))
-    if "episodes" in summary:
+                       date=parse_date(manifest.date, f"{manifest_path}: field 'date'"))
+    if summary.episodes is not None:
         point.n = int(_number(summary, "episodes", summary_path))
     # the interval and per-task values that belong to the metric (success vs mean score)
-    ci = summary.get("mean_score_ci95" if key == "mean_score" and "mean_score_ci95" in summary else "ci95")
+    ci = summary.mean_score_ci95 if key == "mean_score" and summary.mean_score_ci95 is not None else summary.ci95
     if ci is not None:
         if not (isinstance(ci, list) and len(ci) == 2 and all(isinstance(v, (int, float)) for v in ci)):
             raise CurveInputError(f"{summary_path}: field 'ci95' must be [lo, hi], got {ci!r}")
         point.lo, point.hi = float(ci[0]), float(ci[1])
-    task_key = "per_task_success" if key == "success_rate" and "per_task_success" in summary else "per_task"
-    point.task_scores = _per_task(summary.get(task_key), summary_path)
+    success = key == "success_rate" and summary.per_task_success is not None
+    point.task_scores = _per_task(summary.per_task_success if success else summary.per_task, summary_path)
     return point
 
 
@@ -114,8 +114,8 @@ def points_from_run(run_dir: Path, x_axis: str = "hours", metric: str | None = N
     """One point per evaluated round of a run directory, plus notes (rounds skipped). ``metric``:
     summary key used as the score (default mean_score when present, else success_rate)."""
     run_dir = Path(run_dir)
-    if x_axis not in X_KEYS:
-        raise CurveInputError(f"unknown x-axis {x_axis!r} (known: {', '.join(X_KEYS)})")
+    if x_axis not in X_FIELDS:
+        raise CurveInputError(f"unknown x-axis {x_axis!r} (known: {', '.join(X_FIELDS)})")
     rounds = run_dir / "rounds"
     if not rounds.is_dir():
         raise CurveInputError(f"{run_dir}: no rounds/ folder (is this a flywheel run directory?)")

@@ -38,22 +38,13 @@ import numpy as np
 
 from eval.config import EvalConfig, SuiteConfig
 from eval.errors import EvalError
+from eval.records import EvalSummary, SuiteSummary
 from eval.rollout import Policy, run_episodes, write_jsonl
+from eval.stats import wilson_interval
 from eval.suites import SUITES, get_suite
 
 BOOTSTRAP_RESAMPLES = 1000
 Shard = tuple[int, int]  # (index i, count n): tasks i, i + n, i + 2n, ...
-
-
-def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a binomial proportion (well-behaved near 0 and 1)."""
-    if n <= 0:
-        return (0.0, 1.0)
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def mean_interval(values: list[float], z: float = 1.96) -> tuple[float, float]:
@@ -85,8 +76,12 @@ def bootstrap_interval(per_task: np.ndarray, seed: int, resamples: int = BOOTSTR
     return (float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5)))
 
 
-def summarize(task_samples: dict[str, list[tuple[bool, float]]], k: int, seed: int = 0) -> dict[str, Any]:
+def summarize(task_samples: dict[str, list[tuple[bool, float]]], k: int, seed: int = 0) -> SuiteSummary:
     """Aggregate per-task samples (success, score) into the summary numbers of one suite."""
+    return SuiteSummary.from_dict(_numbers(task_samples, k, seed))
+
+
+def _numbers(task_samples: dict[str, list[tuple[bool, float]]], k: int, seed: int) -> dict[str, Any]:
     tasks = sorted(task_samples)
     flat = [s for t in tasks for s in task_samples[t]]
     n = len(flat)
@@ -97,7 +92,7 @@ def summarize(task_samples: dict[str, list[tuple[bool, float]]], k: int, seed: i
         "tasks": len(tasks),
         "samples_per_task": k,
         "success_rate": succ / n if n else 0.0,
-        "ci95": list(wilson_interval(succ, n)),
+        "ci95": list(wilson_interval(succ / n if n else 0.0, n)),
         "mean_score": float(np.mean(scores)) if n else 0.0,
         "mean_score_ci95": list(mean_interval(scores)),
         "per_task": {t: float(np.mean([sc for _, sc in task_samples[t]])) for t in tasks},
@@ -169,13 +164,15 @@ def _endpoint_for(suite, endpoint: str | None, policy: Policy):
 def collect_rows(policy: Policy, eval_cfg: EvalConfig, work_dir: Path, checkpoint: str = "",
                  shard: Shard | None = None, progress: bool = True, endpoint: str | None = None):
     """Run every suite of `eval_cfg` (only the shard's tasks); returns (result rows, episodes)."""
+    from eval.external import is_external_suite
+
     rows, episodes = [], []
     for sc in eval_cfg.suites:
         if sc.name in SUITES:
             got, trajs = _builtin_rows(sc, policy, eval_cfg, shard, progress)
             rows += got
             episodes += trajs
-        elif sc.name.endswith((".yaml", ".yml")):
+        elif is_external_suite(sc.name):
             rows += _external_rows(sc, checkpoint, endpoint, work_dir, eval_cfg, shard, policy)
         else:
             raise EvalError(f"eval.suites: unknown suite {sc.name!r}; built-in: {', '.join(sorted(SUITES))}, "
@@ -183,9 +180,9 @@ def collect_rows(policy: Policy, eval_cfg: EvalConfig, work_dir: Path, checkpoin
     return rows, episodes
 
 
-def summarize_rows(rows: list[dict[str, Any]], eval_cfg: EvalConfig, checkpoint: str) -> dict[str, Any]:
+def summarize_rows(rows: list[dict[str, Any]], eval_cfg: EvalConfig, checkpoint: str) -> EvalSummary:
     """The summary of result rows: per suite, and overall (over every task of every suite)."""
-    suites: dict[str, Any] = {}
+    suites: dict[str, SuiteSummary] = {}
     everything: dict[str, list[tuple[bool, float]]] = {}
     for sc in eval_cfg.suites:
         samples: dict[str, list[tuple[bool, float]]] = {}
@@ -195,10 +192,9 @@ def summarize_rows(rows: list[dict[str, Any]], eval_cfg: EvalConfig, checkpoint:
             everything.setdefault(r["task_id"], []).append((bool(r["success"]), float(r["score"])))
         suites[sc.name] = summarize(samples, sc.samples_per_task, eval_cfg.seed)
         if "status" in (mine[0] if mine else {}):
-            suites[sc.name]["status_counts"] = {s: sum(r["status"] == s for r in mine) for s in ("ok", "timeout", "error")}
-    overall = summarize(everything, max(s.samples_per_task for s in eval_cfg.suites), eval_cfg.seed)
-    overall.update(suites=suites, checkpoint=checkpoint, seed=eval_cfg.seed)
-    return overall
+            suites[sc.name].status_counts = {s: sum(r["status"] == s for r in mine) for s in ("ok", "timeout", "error")}
+    overall = _numbers(everything, max(s.samples_per_task for s in eval_cfg.suites), eval_cfg.seed)
+    return EvalSummary.from_dict({**overall, "suites": suites, "checkpoint": checkpoint, "seed": eval_cfg.seed})
 
 
 def _row_order(eval_cfg: EvalConfig):
@@ -206,7 +202,7 @@ def _row_order(eval_cfg: EvalConfig):
     return lambda r: (order[r["suite"]], r["sample"], r["task_index"])
 
 
-def _write_outputs(folder: Path, rows, episodes, summary) -> None:
+def _write_outputs(folder: Path, rows, episodes, summary: EvalSummary) -> None:
     """results.jsonl, episodes.jsonl (trajectories or already-serialized lines), summary.json last."""
     with open(folder / "results.jsonl.tmp", "w") as f:
         for r in rows:
@@ -214,14 +210,14 @@ def _write_outputs(folder: Path, rows, episodes, summary) -> None:
     with open(folder / "episodes.jsonl.tmp", "w", encoding="utf-8") as f:
         for e in episodes:
             f.write((e if isinstance(e, str) else json.dumps(e.to_dict(), ensure_ascii=False)) + "\n")
-    (folder / "summary.json.tmp").write_text(json.dumps(summary, indent=2, sort_keys=True))
-    for name in ("results.jsonl", "episodes.jsonl", "summary.json"):
+    (folder / f"{EvalSummary.FILE}.tmp").write_text(summary.to_json())
+    for name in ("results.jsonl", "episodes.jsonl", EvalSummary.FILE):
         os.replace(folder / f"{name}.tmp", folder / name)
 
 
 # ---- whole evaluations, shards and their merge -------------------------------------------------
 def evaluate(policy: Policy, eval_cfg: EvalConfig, out_dir: Path, checkpoint: str = "",
-             progress: bool = True, endpoint: str | None = None) -> dict[str, Any]:
+             progress: bool = True, endpoint: str | None = None) -> EvalSummary:
     """Evaluate `policy` on every suite of `eval_cfg`; write `out_dir` atomically; return the summary."""
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
@@ -268,7 +264,7 @@ def _numbers_config(doc: dict) -> dict:
     return cfg
 
 
-def merge_shards(out_dir: Path, n: int) -> dict[str, Any]:
+def merge_shards(out_dir: Path, n: int) -> EvalSummary:
     """Merge the n shards in out_dir/shards into out_dir's summary.json, results.jsonl and
     episodes.jsonl: the same files, with the same numbers, as an unsharded evaluation."""
     out_dir = Path(out_dir)

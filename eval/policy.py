@@ -57,6 +57,18 @@ def load_checkpoint(base: str | Path, adapter: str | Path | None = None, load: L
     return model, tokenizer
 
 
+def policy_for(checkpoint: tuple[str | Path, str | Path | None], policy_config, load: LoadOptions | str = "float32",
+               name: str = "policy") -> "HFPolicy":
+    """The acting policy of a checkpoint: `checkpoint` is (base model folder, adapter folder or None),
+    `policy_config` an eval.config.PolicyConfig (sampling temperature, constrained decoding, token
+    budget), `load` how the model loads (eval.models.LoadOptions or a dtype name)."""
+    base, adapter = checkpoint
+    model, tokenizer = load_checkpoint(base, adapter, load)
+    pc = policy_config
+    return HFPolicy(model, tokenizer, temperature=pc.temperature, constrained=pc.constrained,
+                    max_new_tokens=pc.max_new_tokens, name=name)
+
+
 class _GrowingLayer(DynamicLayer):
     """A full-attention cache layer that appends into spare capacity (doubling when full) instead of
     concatenating the whole cache anew at every forward pass: with 32 episodes in flight and a few

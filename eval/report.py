@@ -2,18 +2,17 @@
 held-out suites, and the improvement curve. Reads only the run directory's own files."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
+
+from eval.records import CheckpointManifest, EvalSummary
 
 
-def _rounds(run_dir: Path) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
+def _rounds(run_dir: Path) -> list[tuple[CheckpointManifest, EvalSummary | None]]:
     out = []
     for d in sorted((run_dir / "rounds").glob("round-*")):
-        if (d / "manifest.json").exists():
-            summary = d / "eval" / "summary.json"
-            out.append((json.loads((d / "manifest.json").read_text()),
-                        json.loads(summary.read_text()) if summary.exists() else None))
+        m = CheckpointManifest.read(d)
+        if m is not None:
+            out.append((m, EvalSummary.read(d / "eval")))
     return out
 
 
@@ -25,10 +24,10 @@ def rounds_table(run_dir: Path) -> list[str]:
     lines = ["| round | interaction h | trajectories used | train loss | held-out success (95% CI) | mean score | episodes |",
              "|---|---|---|---|---|---|---|"]
     for m, s in _rounds(run_dir):
-        loss = m.get("metrics", {}).get("train_loss")
-        evals = (f"{_pct(s['success_rate'])} ({_pct(s['ci95'][0])}-{_pct(s['ci95'][1])}) | {s['mean_score']:.3f} | "
-                 f"{s['episodes']}") if s else "not evaluated | | "
-        lines.append(f"| {m['round']} | {m['cumulative_interaction_hours']:.2f} | {m.get('trajectories_used', 0)} | "
+        loss = m.metrics.get("train_loss")
+        evals = (f"{_pct(s.success_rate)} ({_pct(s.ci95[0])}-{_pct(s.ci95[1])}) | {s.mean_score:.3f} | "
+                 f"{s.episodes}") if s else "not evaluated | | "
+        lines.append(f"| {m.round} | {m.cumulative_interaction_hours:.2f} | {m.trajectories_used} | "
                      f"{'' if loss is None else f'{loss:.3f}'} | {evals} |")
     return lines
 
@@ -40,11 +39,11 @@ def write_report(run_dir: Path, title: str, curve_markdown: str = "", extra: lis
     lines = [f"# {title}", ""]
     if len(evaluated) >= 2:
         (m0, s0), (m1, s1) = evaluated[0], evaluated[-1]
-        gain = s1["success_rate"] - s0["success_rate"]
-        lines += [f"Held-out success went from **{_pct(s0['success_rate'])}** (round {m0['round']}) to "
-                  f"**{_pct(s1['success_rate'])}** (round {m1['round']}) after "
-                  f"{m1['cumulative_interaction_hours']:.1f} h of interaction: {gain:+.3f} absolute, "
-                  f"{len(evaluated)} checkpoints evaluated on {s1['episodes']} held-out episodes each.", ""]
+        gain = s1.success_rate - s0.success_rate
+        lines += [f"Held-out success went from **{_pct(s0.success_rate)}** (round {m0.round}) to "
+                  f"**{_pct(s1.success_rate)}** (round {m1.round}) after "
+                  f"{m1.cumulative_interaction_hours:.1f} h of interaction: {gain:+.3f} absolute, "
+                  f"{len(evaluated)} checkpoints evaluated on {s1.episodes} held-out episodes each.", ""]
     lines += ["## Checkpoints", ""] + rounds_table(run_dir) + [""]
     if curve_markdown:
         lines += [curve_markdown, ""]

@@ -115,28 +115,32 @@ def test_user_errors_name_what_to_fix(checkpoint, recipe, tmp_path, capsys):
         resolve_checkpoint(bad)
 
 
-def test_one_checkpoint_resolution_for_the_trainer_and_the_commands(checkpoint, tmp_path, monkeypatch):
+def test_one_checkpoint_resolution_for_the_trainer_and_the_commands(checkpoint, tiny_model_dir, tmp_path, monkeypatch):
     """trainer.round.checkpoint_paths and `flywheel eval/serve` resolve a round the same way: a
     base_model written relative to another working directory is found in the run root, a hub id is
     passed on as it is (loaded from the cache), and only the commands insist that the base is there."""
     from eval.checkpoints import checkpoint_of
+    from eval.records import CheckpointManifest
+    from trainer.records import RoundManifest
     from trainer.round import checkpoint_paths
     from trainer.rundir import RunDir
 
     run = checkpoint.parent.parent
+    if not (run / "base_model").exists():  # the run root's copy of the base (the shared tiny model)
+        (run / "base_model").symlink_to(tiny_model_dir, target_is_directory=True)
     moved = run / "rounds" / "round-0001"
     moved.mkdir(exist_ok=True)
     manifest = {"round": 1, "base_model": "elsewhere/base_model", "adapter": "adapter"}
     (moved / "manifest.json").write_text(json.dumps(manifest))
     expected = (run / "base_model", moved / "adapter")
-    assert resolve_checkpoint(moved) == expected == checkpoint_paths(RunDir(run), manifest)
+    assert resolve_checkpoint(moved) == expected == checkpoint_paths(RunDir(run), RoundManifest.from_dict(manifest))
     hub = tmp_path / "rounds" / "round-0000"
     hub.mkdir(parents=True)
     (hub / "manifest.json").write_text(json.dumps({"round": 0, "base_model": "HuggingFaceTB/SmolLM2", "adapter": None}))
     monkeypatch.chdir(tmp_path)
     assert resolve_checkpoint(hub) == (Path("HuggingFaceTB/SmolLM2"), None)
     absent = {"round": 0, "base_model": str(tmp_path / "not-built-yet"), "adapter": None}
-    assert checkpoint_of(hub, absent) == (tmp_path / "not-built-yet", None)  # a round being prepared
+    assert checkpoint_of(hub, CheckpointManifest.from_dict(absent)) == (tmp_path / "not-built-yet", None)  # a round being prepared
     (hub / "manifest.json").write_text(json.dumps(absent))
     with pytest.raises(EvalError, match="no model folder there"):
         resolve_checkpoint(hub)

@@ -419,7 +419,9 @@ def study_plan(case: Case) -> dict:
     """What `flywheel study` runs and checks: each arm x seed's run (its recipe less the study
     section, which arms never read), the forgetting check's earliest tasks, and the budget check."""
     from trainer.rundir import RunDir
-    from trainer.study import arm_label, arm_overrides, budget_check, earliest_tasks, select
+    from trainer.study import arm_label, arm_overrides, select
+    from trainer.study_controls import earliest_tasks
+    from trainer.study_report import budget_check
 
     study = case.recipe
     arms, seeds = select(study, None, None)

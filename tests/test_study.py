@@ -11,9 +11,11 @@ from trainer.errors import UserError
 from trainer.recipe import load_recipe
 from trainer.round import base_model_path
 from trainer.rundir import RunDir, dir_checksums
+from eval.stats import difference_of_proportions
 from trainer.cli.study import main
-from trainer.study import (arm_overrides, budget_check, difference_of_proportions, expected_best_of_k,
-                           final_comparison, retry_k, run_study)
+from trainer.study import arm_overrides, run_study
+from trainer.study_controls import expected_best_of_k, retry_k
+from trainer.study_report import budget_check, final_comparison
 
 RECIPE = "recipes/study-quickstart.yaml"
 # Budget 4 h: base episodes are ~9 min, so one episode's overshoot is under 5% of it.

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from eval.curve_report import X_UNITS, _fmt, _recipe_curve_section, analyse_arm, write_curve_outputs
+from eval.records import CheckpointManifest, EvalSummary
 
 METRICS = ("success_rate", "mean_score")
 PARAMS = ("asymptote", "midpoint", "exponent")
@@ -68,11 +69,13 @@ def _run_row(run_dir: Path, arm: str, cfg) -> tuple[dict[str, Any], list]:
 
     points, notes = points_from_run(run_dir, cfg.x, cfg.metric, arm)
     experiment, method = _experiment(run_dir)
-    rounds = sorted(int(p.parent.name.split("-")[1]) for p in (run_dir / "rounds").glob("round-*/manifest.json"))
-    last = _read_json(run_dir / "rounds" / f"round-{rounds[-1]:04d}" / "manifest.json") if rounds else {}
-    evaluated = [r for r in rounds if (run_dir / "rounds" / f"round-{r:04d}" / "eval" / "summary.json").is_file()]
-    final = _read_json(run_dir / "rounds" / f"round-{evaluated[-1]:04d}" / "eval" / "summary.json") if evaluated else None
-    ci_key = "ci95" if cfg.metric == "success_rate" else "mean_score_ci95"
+    folder = run_dir / "rounds"
+    rounds = sorted(int(p.parent.name.split("-")[1]) for p in folder.glob(f"round-*/{CheckpointManifest.FILE}"))
+    last = _read_json(folder / f"round-{rounds[-1]:04d}" / CheckpointManifest.FILE) if rounds else None
+    last = CheckpointManifest.from_dict(last) if last else CheckpointManifest()
+    evaluated = [r for r in rounds if (folder / f"round-{r:04d}" / "eval" / EvalSummary.FILE).is_file()]
+    final = _read_json(folder / f"round-{evaluated[-1]:04d}" / "eval" / EvalSummary.FILE) if evaluated else None
+    final = EvalSummary.from_dict(final) if final is not None else None
     fit = _own_fit(run_dir, experiment, cfg, len(points))
     source = "curve/curve.json"
     if fit is None:
@@ -80,9 +83,9 @@ def _run_row(run_dir: Path, arm: str, cfg) -> tuple[dict[str, Any], list]:
     row = {"arm": arm, "run_dir": str(run_dir), "experiment": experiment, "method": method,
            "rounds": max(rounds) if rounds else 0, "evaluated_rounds": evaluated,
            "final_round": evaluated[-1] if evaluated else None,
-           "final_score": final.get(cfg.metric) if final else None, "final_ci95": final.get(ci_key) if final else None,
-           "interaction_hours": (last or {}).get("cumulative_interaction_hours"),
-           "gpu_hours": (last or {}).get("gpu_hours"),
+           "final_score": getattr(final, cfg.metric) if final else None,
+           "final_ci95": (final.ci95 if cfg.metric == "success_rate" else final.mean_score_ci95) if final else None,
+           "interaction_hours": last.cumulative_interaction_hours, "gpu_hours": last.gpu_hours,
            "fit_status": fit.get("status"), "fit_reason": fit.get("reason") or None, "fit_source": source,
            "params": {k: fit.get("derived", {}).get(k) for k in PARAMS},
            "intervals": {k: (fit.get("intervals") or {}).get(k) for k in PARAMS},

@@ -11,29 +11,27 @@ from __future__ import annotations
 import time
 
 from eval.config import EvalConfig
+from eval.records import EvalSummary
 from trainer import tracking
 from trainer.model_check import require_loadable
 from trainer.recipe import Recipe, load_recipe
 from trainer.recipe_fork import write_resolved
-from trainer.round import checkpoint_paths, ensure_round0, load_options, train_round
+from trainer.round import checkpoint_paths, checkpoint_policy, ensure_round0, load_options, train_round
 from trainer.rundir import RunDir
 
 
 def evaluate_round(recipe: Recipe, run: RunDir, r: int, eval_cfg: EvalConfig | None = None,
-                   progress: bool = True) -> dict:
+                   progress: bool = True) -> EvalSummary:
     """Held-out evaluation of round r's checkpoint (skipped when its summary exists)."""
     done = run.eval_summary(r)
     if done is not None:
         return done
     from eval.evaluator import evaluate
-    from eval.policy import HFPolicy, load_checkpoint
 
     eval_cfg = eval_cfg or recipe.eval
-    base, adapter = checkpoint_paths(run, run.manifest(r))
-    model, tokenizer = load_checkpoint(base, adapter, load_options(recipe))
-    pc = eval_cfg.policy
-    policy = HFPolicy(model, tokenizer, temperature=pc.temperature, constrained=pc.constrained,
-                      max_new_tokens=pc.max_new_tokens, name=f"{recipe.experiment}/round-{r:04d}")
+    manifest = run.manifest(r)
+    base, adapter = checkpoint_paths(run, manifest)
+    policy = checkpoint_policy(recipe, run, manifest, eval_cfg.policy, f"{recipe.experiment}/round-{r:04d}")
     return evaluate(policy, eval_cfg, run.round_dir(r) / "eval", checkpoint=str(adapter or base), progress=progress)
 
 
@@ -73,11 +71,11 @@ def run_experiment(recipe: Recipe, fork: bool = False, progress: bool = True) ->
     return run
 
 
-def _log(run: RunDir, r: int, summary: dict, t0: float) -> None:
+def _log(run: RunDir, r: int, summary: EvalSummary, t0: float) -> None:
     m = run.manifest(r)
-    line = (f"round {r}: {m['cumulative_interaction_hours']:.1f} interaction h, "
-            f"{m.get('trajectories_used', 0)} trajectories -> held-out success {summary['success_rate']:.3f} "
-            f"[{summary['ci95'][0]:.3f}, {summary['ci95'][1]:.3f}] on {summary['episodes']} episodes "
+    line = (f"round {r}: {m.cumulative_interaction_hours:.1f} interaction h, "
+            f"{m.trajectories_used} trajectories -> held-out success {summary.success_rate:.3f} "
+            f"[{summary.ci95[0]:.3f}, {summary.ci95[1]:.3f}] on {summary.episodes} episodes "
             f"({time.time() - t0:.0f}s)")
     print(line, flush=True)  # the record of tracking/metrics.jsonl is written by tracking.stage
 

@@ -34,6 +34,7 @@ from data_pipeline.heldout import HeldoutSpec
 from data_pipeline.store import ExperienceStore
 from eval.checkpoints import checkpoint_of
 from eval.envs.base import HELDOUT_SEED_START
+from eval.records import HOURS
 from trainer import tracking
 from trainer.errors import UserError
 from trainer.common import (FINAL_ADAPTER, TrainingDiverged, dist_env, quiet_libraries, remove_checkpoints,
@@ -42,6 +43,7 @@ from trainer.methods import METHODS
 from trainer.model_check import require_loadable
 from trainer.recipe import RESOLVED_NAME, Recipe, code_version, load_recipe
 from trainer.recipe_fork import write_resolved
+from trainer.records import DataSelection, RoundManifest
 from trainer.rundir import RunDir, atomic_write_json, dir_checksums, write_dir_atomically
 
 # Built-in suites' held-out tasks: task ids end in the seed, and held-out seeds start at 1e9.
@@ -87,45 +89,47 @@ def open_store(recipe: Recipe, run: RunDir) -> ExperienceStore:
 
 
 # ---- 0. round 0: the base checkpoint ------------------------------------------------------------
-def ensure_round0(recipe: Recipe, run: RunDir) -> dict:
+def ensure_round0(recipe: Recipe, run: RunDir) -> RoundManifest:
     """Round 0 is the base policy: a manifest with no adapter and no interaction consumed."""
     m = run.manifest(0)
     if m is not None:
         return m
     base = base_model_path(recipe, run)
-    manifest = {
-        "round": 0, "parent": None, "base_model": str(base), "adapter": None, "method": None,
-        "store_batches": {}, "batches_seen": [], "new_batches": [], "trajectories_used": 0,
-        "cumulative_interaction_hours": 0.0, "interaction_hours_new": 0.0, "gpu_hours": 0.0,
-        "tokens_trained": 0, "recipe_hash": recipe.hash(), "code_version": code_version(),
-        "seed": recipe.seed, "metrics": {}, "wall_time_s": 0.0, "created_at": time.time(), "checksums": {},
-    }
-    write_dir_atomically(run.round_dir(0), lambda tmp: atomic_write_json(tmp / "manifest.json", manifest))
+    manifest = RoundManifest(
+        round=0, parent=None, base_model=str(base), adapter=None, method=None, store_batches={}, batches_seen=[],
+        new_batches=[], trajectories_used=0, cumulative_interaction_hours=0.0, interaction_hours_new=0.0,
+        gpu_hours=0.0, tokens_trained=0, recipe_hash=recipe.hash(), code_version=code_version(), seed=recipe.seed,
+        metrics={}, wall_time_s=0.0, created_at=time.time(), checksums={})
+    write_dir_atomically(run.round_dir(0), manifest.write)
     return manifest
 
 
-def checkpoint_paths(run: RunDir, manifest: dict) -> tuple[Path, Path | None]:
+def checkpoint_paths(run: RunDir, manifest: RoundManifest) -> tuple[Path, Path | None]:
     """(base model folder, adapter folder or None) of a round's checkpoint (eval.checkpoints, the
     same resolution as `flywheel eval` / `flywheel serve`)."""
-    return checkpoint_of(run.round_dir(manifest["round"]), manifest)
+    return checkpoint_of(run.round_dir(manifest.round), manifest)
+
+
+def checkpoint_policy(recipe: Recipe, run: RunDir, manifest: RoundManifest, policy_config, name: str):
+    """The acting policy of a round's checkpoint (eval.policy.policy_for), loaded as the recipe says."""
+    from eval.policy import policy_for
+
+    return policy_for(checkpoint_paths(run, manifest), policy_config, load_options(recipe), name)
 
 
 # ---- 1-2. collect and ingest ---------------------------------------------------------------------
-def collect(recipe: Recipe, run: RunDir, r: int, parent: dict, progress: bool = True) -> Path | None:
+def collect(recipe: Recipe, run: RunDir, r: int, parent: RoundManifest | dict, progress: bool = True) -> Path | None:
     """The parent policy acts on round r's training tasks (fresh seeds every round)."""
     out = run.experience / f"round-{r:04d}.jsonl"
     suites = [s for s in recipe.collect.suites if s.episodes > 0]
     if out.exists() or not suites:
         return out if out.exists() else None
-    from eval.policy import HFPolicy, load_checkpoint
     from eval.rollout import run_episodes, write_jsonl
     from eval.suites import get_suite
 
-    base, adapter = checkpoint_paths(run, parent)
-    model, tokenizer = load_checkpoint(base, adapter, load_options(recipe))
+    parent = RoundManifest.of(parent)
     pc = recipe.collect.policy
-    policy = HFPolicy(model, tokenizer, temperature=pc.temperature, constrained=pc.constrained,
-                      max_new_tokens=pc.max_new_tokens, name=f"{recipe.experiment}/round-{parent['round']:04d}")
+    policy = checkpoint_policy(recipe, run, parent, pc, f"{recipe.experiment}/round-{parent.round:04d}")
     trajs = []
     budget_h, pool = recipe.collect.hours_per_round, sum(sc.episodes for sc in suites)
     for sc in suites:
@@ -173,9 +177,9 @@ def ingest_sources(recipe: Recipe, store: ExperienceStore) -> None:
 
 
 # ---- 3. select -----------------------------------------------------------------------------------
-def select_data(store: ExperienceStore, parent: dict, replay_ratio: float, seed: int):
+def select_data(store: ExperienceStore, parent: RoundManifest, replay_ratio: float, seed: int):
     """New batches since the parent's round, plus `replay_ratio` of the older trajectories."""
-    seen_before = set(parent.get("batches_seen", []))
+    seen_before = set(parent.batches_seen)
     batches = store.batches()
     new = [b.batch_id for b in batches if b.batch_id not in seen_before]
     old = [b.batch_id for b in batches if b.batch_id in seen_before]
@@ -194,7 +198,7 @@ def select_data(store: ExperienceStore, parent: dict, replay_ratio: float, seed:
 
 # ---- 4-5. the stages of `flywheel train`: prepare -> fit -> finalize ---------------------------
 STAGES = ("all", "prepare", "fit", "finalize")
-SELECTION, FIT_RESULT, DATASET, ADAPTER = "selection.json", "fit.json", "dataset", "adapter"
+SELECTION, FIT_RESULT, DATASET, ADAPTER = DataSelection.FILE, "fit.json", "dataset", "adapter"
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
@@ -216,7 +220,7 @@ def round_learning_rate(recipe: Recipe, r: int) -> float:
     return recipe.train.learning_rate * recipe.train.lr_decay_per_round ** (r - 1)
 
 
-def _parent(run: RunDir, r: int) -> dict:
+def _parent(run: RunDir, r: int) -> RoundManifest:
     parent = run.manifest(r - 1)
     if parent is None:
         raise UserError(f"round {r} needs round {r - 1} first (no {run.round_dir(r - 1)}/manifest.json)")
@@ -226,21 +230,22 @@ def _parent(run: RunDir, r: int) -> dict:
     return parent
 
 
-def _selection(run: RunDir, r: int) -> dict:
-    p = run.work_dir(r) / SELECTION
-    if not p.exists():
-        raise UserError(f"round {r} has no prepared data ({p} missing): run `flywheel train ... --stage prepare` first")
-    return json.loads(p.read_text())
+def _selection(run: RunDir, r: int) -> DataSelection:
+    sel = DataSelection.read(run.work_dir(r))
+    if sel is None:
+        raise UserError(f"round {r} has no prepared data ({run.work_dir(r) / SELECTION} missing): "
+                        "run `flywheel train ... --stage prepare` first")
+    return sel
 
 
-def prepare_round(recipe: Recipe, run: RunDir, r: int, progress: bool = True) -> dict | None:
+def prepare_round(recipe: Recipe, run: RunDir, r: int, progress: bool = True) -> DataSelection | None:
     """Stages 1-3 (collect, ingest, select) and the dataset build, saved to the round's work dir as
     dataset/ + selection.json. Skipped when already prepared; None for a completed round."""
     if run.manifest(r) is not None:
         return None
     work = run.work_dir(r)
     if (work / SELECTION).exists():
-        return json.loads((work / SELECTION).read_text())
+        return DataSelection.read(work)
     parent = _parent(run, r)
     quiet_libraries()
     t0 = time.time()
@@ -273,15 +278,14 @@ def prepare_round(recipe: Recipe, run: RunDir, r: int, progress: bool = True) ->
     dataset.save_to_disk(str(tmp))
     shutil.rmtree(work / DATASET, ignore_errors=True)
     os.rename(tmp, work / DATASET)
-    selection = {
-        "round": r, "parent": f"round-{r - 1:04d}", "base_model": str(base),
-        "parent_adapter": str(parent_adapter) if parent_adapter else None, "method": recipe.train.method,
-        "reference_adapter": str(reference_adapter) if reference_adapter else None,
-        "seed": seed, "rows": len(dataset), "store_batches": used, "batches_seen": seen, "new_batches": new,
-        "trajectories_used": len(trajs), "cumulative_interaction_hours": hours, "interaction_hours_new": new_hours,
-        "started_at": t0, "prepare_s": time.time() - t0,
-    }
-    atomic_write_json(work / SELECTION, selection)  # written last: its presence means "prepared"
+    selection = DataSelection(
+        round=r, parent=f"round-{r - 1:04d}", base_model=str(base),
+        parent_adapter=str(parent_adapter) if parent_adapter else None, method=recipe.train.method,
+        reference_adapter=str(reference_adapter) if reference_adapter else None,
+        seed=seed, rows=len(dataset), store_batches=used, batches_seen=seen, new_batches=new,
+        trajectories_used=len(trajs), cumulative_interaction_hours=hours, interaction_hours_new=new_hours,
+        started_at=t0, prepare_s=time.time() - t0)
+    selection.write(work)  # written last: its presence means "prepared"
     return selection
 
 
@@ -300,19 +304,19 @@ def fit_round(recipe: Recipe, run: RunDir, r: int) -> dict | None:
     from datasets import load_from_disk
 
     # an empty dataset (nothing succeeded; update_weights off) does not survive save/load_from_disk
-    dataset = load_from_disk(str(work / DATASET)) if sel["rows"] else []
+    dataset = load_from_disk(str(work / DATASET)) if sel.rows else []
     lr = round_learning_rate(recipe, r)
     metrics: dict[str, Any] = {"rows": len(dataset), "learning_rate": lr, "fit_s": 0.0, "gpus": 0}
     if len(dataset) > 0:
         from transformers import set_seed
 
         t0 = time.time()
-        set_seed(sel["seed"])  # a fresh LoRA's initial weights and any dropout draw from here
-        method = METHODS[sel["method"]]
-        parent_adapter = Path(sel["parent_adapter"]) if sel["parent_adapter"] else None
+        set_seed(sel.seed)  # a fresh LoRA's initial weights and any dropout draw from here
+        method = METHODS[sel.method]
+        parent_adapter = Path(sel.parent_adapter) if sel.parent_adapter else None
         try:
-            reference = {"reference_adapter": Path(sel["reference_adapter"])} if sel.get("reference_adapter") else {}
-            result = method.train(Path(sel["base_model"]), parent_adapter, dataset, recipe.train, sel["seed"], work,
+            reference = {"reference_adapter": Path(sel.reference_adapter)} if sel.reference_adapter else {}
+            result = method.train(Path(sel.base_model), parent_adapter, dataset, recipe.train, sel.seed, work,
                                   lr, deepspeed_config_path(recipe.train.deepspeed), **reference,
                                   load=load_options(recipe))
         except TrainingDiverged as e:
@@ -368,7 +372,7 @@ def _failure_message(run: RunDir, r: int, reason: str) -> str:
             f"(recorded in {failure_path(run, r)})")
 
 
-def finalize_round(recipe: Recipe, run: RunDir, r: int) -> dict:
+def finalize_round(recipe: Recipe, run: RunDir, r: int) -> RoundManifest:
     """Stage 5: rounds/round-XXXX/{adapter/, manifest.json}, written atomically; the work dir goes."""
     done = run.manifest(r)
     if done is not None:
@@ -380,26 +384,24 @@ def finalize_round(recipe: Recipe, run: RunDir, r: int) -> dict:
     metrics = json.loads((work / FIT_RESULT).read_text())
     parent = _parent(run, r)
     adapter = work / ADAPTER if (work / ADAPTER).exists() else (
-        Path(sel["parent_adapter"]) if sel["parent_adapter"] else None)  # nothing new learnt: the parent's carries on
-    manifest = {
-        "round": r, "parent": sel["parent"], "base_model": sel["base_model"],
-        "adapter": ADAPTER if adapter is not None else None, "method": sel["method"],
-        "store_batches": sel["store_batches"], "batches_seen": sel["batches_seen"], "new_batches": sel["new_batches"],
-        "trajectories_used": sel["trajectories_used"],
-        "cumulative_interaction_hours": sel["cumulative_interaction_hours"],
-        "interaction_hours_new": sel["interaction_hours_new"], "learning_rate": metrics["learning_rate"],
-        "gpu_hours": parent.get("gpu_hours", 0.0) + metrics.get("fit_s", 0.0) / 3600.0 * metrics.get("gpus", 0),
-        "tokens_trained": parent.get("tokens_trained", 0) + int(metrics.get("tokens_trained", 0)),
-        "recipe_hash": recipe.hash(), "code_version": code_version(), "seed": sel["seed"], "metrics": metrics,
-        "created_at": time.time(),
-    }
+        Path(sel.parent_adapter) if sel.parent_adapter else None)  # nothing new learnt: the parent's carries on
+    manifest = RoundManifest(
+        round=r, parent=sel.parent, base_model=sel.base_model, adapter=ADAPTER if adapter is not None else None,
+        method=sel.method, store_batches=sel.store_batches, batches_seen=sel.batches_seen,
+        new_batches=sel.new_batches, trajectories_used=sel.trajectories_used,
+        cumulative_interaction_hours=sel.cumulative_interaction_hours, interaction_hours_new=sel.interaction_hours_new,
+        learning_rate=metrics["learning_rate"],
+        gpu_hours=parent.gpu_hours + metrics.get("fit_s", 0.0) / 3600.0 * metrics.get("gpus", 0),
+        tokens_trained=parent.tokens_trained + int(metrics.get("tokens_trained", 0)),
+        recipe_hash=recipe.hash(), code_version=code_version(), seed=sel.seed, metrics=metrics,
+        created_at=time.time())
 
     def fill(tmp: Path) -> None:
         if adapter is not None:
             shutil.copytree(adapter, tmp / ADAPTER)
-        manifest["wall_time_s"] = time.time() - sel["started_at"]
-        manifest["checksums"] = dir_checksums(tmp)
-        atomic_write_json(tmp / "manifest.json", manifest)
+        manifest.wall_time_s = time.time() - sel.started_at
+        manifest.checksums = dir_checksums(tmp)
+        manifest.write(tmp)
 
     write_dir_atomically(run.round_dir(r), fill)
     shutil.rmtree(work, ignore_errors=True)
@@ -429,7 +431,7 @@ def launch_fit(recipe: Recipe, run: RunDir, r: int, progress: bool = True) -> No
                         "rerun to resume from its last intra-round checkpoint")
 
 
-def train_round(recipe: Recipe, run: RunDir, r: int, progress: bool = True) -> dict:
+def train_round(recipe: Recipe, run: RunDir, r: int, progress: bool = True) -> RoundManifest:
     """Run round r (prepare, fit, finalize); returns its manifest. A completed round is returned
     as it is, never rerun; an interrupted one continues from where it stopped."""
     done = run.manifest(r)
@@ -492,9 +494,9 @@ def train_command(recipe: Recipe, r: int | None = None, stage: str = "all", fork
         if stage == "prepare":
             sel = prepare_round(recipe, run, r, progress=progress)
             return {"round": r, "stage": "prepare", "work_dir": str(run.work_dir(r)),
-                    "rows": sel["rows"] if sel else None, "completed": sel is None}
+                    "rows": sel.rows if sel else None, "completed": sel is None}
         with tracking.stage(recipe, run, "train", r):  # W&B train run (resumed after a preemption) + local record
             m = finalize_round(recipe, run, r) if stage == "finalize" else train_round(recipe, run, r, progress=progress)
     return {"round": r, "checkpoint": str(run.round_dir(r)),
-            "cumulative_interaction_hours": m["cumulative_interaction_hours"],
-            "trajectories_used": m["trajectories_used"], "tokens_trained": m["tokens_trained"]}
+            HOURS: m.cumulative_interaction_hours, "trajectories_used": m.trajectories_used,
+            "tokens_trained": m.tokens_trained}

@@ -23,23 +23,11 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from data_pipeline.atomic import atomic_write_json, atomic_write_text  # noqa: F401 - the run directory's writes
 from data_pipeline.store import sha256_file
+from eval.records import EvalSummary
 from trainer.errors import UserError
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+from trainer.records import RoundManifest
 
 
 def dir_checksums(root: Path) -> dict[str, str]:
@@ -83,31 +71,28 @@ class RunDir:
         """Intra-round trainer checkpoints (for resume); removed when the round completes."""
         return self.root / "rounds" / f".work-{r:04d}"
 
-    def manifest(self, r: int) -> dict | None:
-        p = self.round_dir(r) / "manifest.json"
-        if not p.exists():
-            return None
+    def manifest(self, r: int) -> RoundManifest | None:
         try:
-            return json.loads(p.read_text())
-        except json.JSONDecodeError as e:
+            return RoundManifest.read(self.round_dir(r))
+        except (json.JSONDecodeError, TypeError) as e:
+            p = self.round_dir(r) / RoundManifest.FILE
             raise UserError(f"{p}: corrupted manifest ({e}); run `flywheel verify {self.root}`") from None
 
-    def eval_summary(self, r: int) -> dict | None:
-        p = self.round_dir(r) / "eval" / "summary.json"
-        return json.loads(p.read_text()) if p.exists() else None
+    def eval_summary(self, r: int) -> EvalSummary | None:
+        return EvalSummary.read(self.round_dir(r) / "eval")
 
     def completed_rounds(self) -> list[int]:
         rounds = self.root / "rounds"
         if not rounds.exists():
             return []
         return sorted(int(p.name.split("-")[1]) for p in rounds.glob("round-*")
-                      if (p / "manifest.json").exists())
+                      if (p / RoundManifest.FILE).exists())
 
     def _bare_round0(self, p: Path) -> bool:
         """Round 0's directory holding only its manifest (no eval yet): the recipe alone decides it."""
         if p.name not in (self.round_dir(0).name, f".{self.round_dir(0).name}.tmp"):
             return False
-        return all(q.name == "manifest.json" for q in p.rglob("*"))
+        return all(q.name == RoundManifest.FILE for q in p.rglob("*"))
 
     def produced(self) -> list[Path]:
         """What the run has produced under its recipe: committed store batches, collected experience,

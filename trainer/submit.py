@@ -148,4 +148,4 @@ def eval_whole(recipe_path: str, r: int) -> dict:
     recipe = load_recipe(recipe_path)
     run = RunDir(make_context(recipe, caps=Capabilities()).run_dir)
     s = evaluate_round(recipe, run, r, progress=False)
-    return {"round": r, "success_rate": s["success_rate"], "episodes": s["episodes"]}
+    return {"round": r, "success_rate": s.success_rate, "episodes": s.episodes}

@@ -51,7 +51,9 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from eval.records import HOURS, EvalSummary, SuiteSummary
 from trainer.recipe import Recipe, code_version
+from trainer.records import RoundManifest
 from trainer.rundir import RunDir, atomic_write_text
 
 JOBS = ("train", "eval", "curve")
@@ -260,11 +262,11 @@ def checkpoint_artifact(wandb, recipe: Recipe, run: RunDir, r: int, key: str):
     """Round r's checkpoint: its manifest.json (checksummed) and the adapter files (by path). The
     same round always gives the same digest, so a later run's input matches the producer's output."""
     m = run.manifest(r)
-    files = sorted(f for f in (m.get("checksums") or {}) if f != "manifest.json")
-    meta = {"round": r, "parent": m.get("parent"), "base_model": m.get("base_model"), "method": m.get("method"),
-            "cumulative_interaction_hours": m.get("cumulative_interaction_hours"), "checksums": m.get("checksums")}
+    files = sorted(f for f in (m.checksums or {}) if f != RoundManifest.FILE)
+    meta = {"round": r, "parent": m.parent, "base_model": m.base_model, "method": m.method,
+            HOURS: m.cumulative_interaction_hours, "checksums": m.checksums}
     return _file_artifact(wandb, artifact_name(recipe.experiment, "checkpoint", key), "model", run.round_dir(r),
-                          ["manifest.json"], files, meta)
+                          [RoundManifest.FILE], files, meta)
 
 
 def experience_artifact(wandb, recipe: Recipe, run: RunDir, batch_id: str, key: str):
@@ -296,16 +298,16 @@ def _scalars(d: Mapping[str, Any], prefix: str) -> dict[str, float]:
 
 def _log_train(recipe: Recipe, run: RunDir, r: int, wb, key: str | None) -> dict:
     m = run.manifest(r)
-    metrics = dict(m.get("metrics") or {})
+    metrics = dict(m.metrics or {})
     losses = [float(v) for v in metrics.pop("loss_history", []) or []]
-    record = {"job": "train", "round": r, "hours": m["cumulative_interaction_hours"],
-              "hours_new": m.get("interaction_hours_new", 0.0), "trajectories_used": m.get("trajectories_used", 0),
-              "dataset_rows": metrics.get("rows", 0), "new_batches": len(m.get("new_batches") or []),
-              "store_batches": m.get("store_batches") or {}, "learning_rate": m.get("learning_rate"),
-              "gpu_hours": m.get("gpu_hours", 0.0), "tokens_trained": m.get("tokens_trained", 0),
-              "wall_time_s": m.get("wall_time_s"), "train_loss": metrics.get("train_loss"),
-              "steps": metrics.get("steps", 0), "loss_history": losses, "parent": m.get("parent"),
-              "adapter": m.get("adapter")}
+    record = {"job": "train", "round": r, "hours": m.cumulative_interaction_hours,
+              "hours_new": m.interaction_hours_new, "trajectories_used": m.trajectories_used,
+              "dataset_rows": metrics.get("rows", 0), "new_batches": len(m.new_batches or []),
+              "store_batches": m.store_batches or {}, "learning_rate": m.learning_rate,
+              "gpu_hours": m.gpu_hours, "tokens_trained": m.tokens_trained,
+              "wall_time_s": m.wall_time_s, "train_loss": metrics.get("train_loss"),
+              "steps": metrics.get("steps", 0), "loss_history": losses, "parent": m.parent,
+              "adapter": m.adapter}
     if wb is None:
         return record
     import wandb
@@ -318,11 +320,11 @@ def _log_train(recipe: Recipe, run: RunDir, r: int, wb, key: str | None) -> dict
     wb.summary.update(_scalars(metrics, "train/"))
     if r >= 1:
         _use(wb, checkpoint_artifact(wandb, recipe, run, r - 1, key), [f"round-{r - 1:04d}"])
-    for batch_id in sorted(m.get("store_batches") or {}):
+    for batch_id in sorted(m.store_batches or {}):
         _use(wb, experience_artifact(wandb, recipe, run, batch_id, key), [batch_id])
     wb.log_artifact(checkpoint_artifact(wandb, recipe, run, r, key), aliases=[f"round-{r:04d}", "latest"])
     record["artifacts"] = {"inputs": ([f"checkpoint:round-{r - 1:04d}"] if r >= 1 else [])
-                           + [f"experience:{b}" for b in sorted(m.get("store_batches") or {})],
+                           + [f"experience:{b}" for b in sorted(m.store_batches or {})],
                            "output": f"checkpoint:round-{r:04d}"}
     return record
 
@@ -334,28 +336,32 @@ def _interval_scalars(name: str, value: Any, ci: Any) -> dict[str, float]:
     return out
 
 
-def _eval_scalars(summary: dict, prefix: str) -> dict[str, float]:
-    out = {f"{prefix}episodes": summary.get("episodes", 0), f"{prefix}tasks": summary.get("tasks", 0)}
-    out.update(_interval_scalars(f"{prefix}success_rate", summary.get("success_rate"), summary.get("ci95")))
-    out.update(_interval_scalars(f"{prefix}mean_score", summary.get("mean_score"), summary.get("mean_score_ci95")))
-    for k, v in (summary.get("pass_at_k") or {}).items():
+def _or(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
+def _eval_scalars(summary: SuiteSummary, prefix: str) -> dict[str, float]:
+    out = {f"{prefix}episodes": _or(summary.episodes, 0), f"{prefix}tasks": _or(summary.tasks, 0)}
+    out.update(_interval_scalars(f"{prefix}success_rate", summary.success_rate, summary.ci95))
+    out.update(_interval_scalars(f"{prefix}mean_score", summary.mean_score, summary.mean_score_ci95))
+    for k, v in (summary.pass_at_k or {}).items():
         out[f"{prefix}pass@{k}"] = v
     return out
 
 
 def _log_eval(recipe: Recipe, run: RunDir, r: int, wb, key: str | None) -> dict:
     summary = run.eval_summary(r)
-    m = run.manifest(r) or {}
-    record = {"job": "eval", "round": r, "hours": m.get("cumulative_interaction_hours", 0.0),
-              "gpu_hours": m.get("gpu_hours", 0.0), "success_rate": summary["success_rate"], "ci95": summary["ci95"],
-              "mean_score": summary["mean_score"], "mean_score_ci95": summary.get("mean_score_ci95"),
-              "episodes": summary.get("episodes"), "suites": sorted(summary.get("suites") or {})}
+    m = run.manifest(r) or RoundManifest()
+    record = {"job": "eval", "round": r, "hours": _or(m.cumulative_interaction_hours, 0.0),
+              "gpu_hours": m.gpu_hours, "success_rate": summary.success_rate, "ci95": summary.ci95,
+              "mean_score": summary.mean_score, "mean_score_ci95": summary.mean_score_ci95,
+              "episodes": summary.episodes, "suites": sorted(summary.suites or {})}
     if wb is None:
         return record
     import wandb
 
-    scalars = {"round": r, "cumulative_interaction_hours": record["hours"], **_eval_scalars(summary, "heldout/")}
-    for suite, s in (summary.get("suites") or {}).items():
+    scalars = {"round": r, HOURS: record["hours"], **_eval_scalars(summary, "heldout/")}
+    for suite, s in (summary.suites or {}).items():
         scalars.update(_eval_scalars(s, f"heldout/{suite}/"))
     wb.log(scalars)
     wb.summary.update(scalars)
@@ -363,7 +369,7 @@ def _log_eval(recipe: Recipe, run: RunDir, r: int, wb, key: str | None) -> dict:
     eval_dir = run.round_dir(r) / "eval"
     referenced = [f for f in ("results.jsonl", "episodes.jsonl") if (eval_dir / f).is_file()]
     results = _file_artifact(wandb, artifact_name(recipe.experiment, "eval", key), "eval_results", eval_dir,
-                             ["summary.json"], referenced, {"round": r, "success_rate": summary["success_rate"]})
+                             [EvalSummary.FILE], referenced, {"round": r, "success_rate": summary.success_rate})
     wb.log_artifact(results, aliases=[f"round-{r:04d}", "latest"])
     record["artifacts"] = {"inputs": [f"checkpoint:round-{r:04d}"], "output": f"eval:round-{r:04d}"}
     return record

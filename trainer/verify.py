@@ -22,6 +22,7 @@ from pathlib import Path
 
 from data_pipeline.store import sha256_file
 from trainer.errors import UserError
+from trainer.records import RoundManifest
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")  # what PEFT needs to load one
 _HASH_BYTES = 16  # prefix length of the store's hash index entries (data_pipeline/store.py)
@@ -69,19 +70,20 @@ def _check_files(folder: Path, checksums: dict, problems: list[Problem]) -> None
 def checkpoint_problems(round_dir: Path) -> list[Problem]:
     round_dir = Path(round_dir)
     problems: list[Problem] = []
-    m = _read_json(round_dir / "manifest.json", problems)
-    if m is None:
+    data = _read_json(round_dir / RoundManifest.FILE, problems)
+    if data is None:
         return problems
-    checksums = m.get("checksums")
+    m = RoundManifest.from_dict(data)
+    checksums = m.checksums
     if not isinstance(checksums, dict):
-        return [Problem(str(round_dir / "manifest.json"), "has no checksums")]
+        return [Problem(str(round_dir / RoundManifest.FILE), "has no checksums")]
     _check_files(round_dir, checksums, problems)
-    if m.get("adapter"):
-        adapter = round_dir / m["adapter"]
+    if m.adapter:
+        adapter = round_dir / m.adapter
         for name in ADAPTER_FILES:
             if not (adapter / name).is_file():
                 problems.append(Problem(str(adapter / name), "missing (the checkpoint's adapter is incomplete)"))
-            elif f"{m['adapter']}/{name}" not in checksums:
+            elif f"{m.adapter}/{name}" not in checksums:
                 problems.append(Problem(str(adapter / name), "not covered by the manifest's checksums"))
     return problems
 

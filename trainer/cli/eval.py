@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 from eval.errors import EvalError
+from eval.records import EvalSummary
 from trainer.cli.common import add_quiet, silence_libraries
 
 
@@ -47,15 +48,15 @@ def load_eval_recipe(path: str | Path, overrides: list[str]):
     return load_recipe(path, overrides)
 
 
-def print_summary(summary: dict, out: Path, as_json: bool) -> None:
+def print_summary(summary: EvalSummary, out: Path, as_json: bool) -> None:
     if as_json:
-        print(json.dumps(summary, sort_keys=True))
+        print(json.dumps(summary.to_dict(), sort_keys=True))
         return
-    for name, s in summary["suites"].items():
-        lo, hi = s["ci95"]
-        passes = " ".join(f"pass@{j}={v:.3f}" for j, v in s["pass_at_k"].items())
-        print(f"{name}: success {s['success_rate']:.3f} [{lo:.3f}, {hi:.3f}] mean score {s['mean_score']:.3f} "
-              f"{passes} on {s['episodes']} episodes ({s['tasks']} tasks)")
+    for name, s in summary.suites.items():
+        lo, hi = s.ci95
+        passes = " ".join(f"pass@{j}={v:.3f}" for j, v in s.pass_at_k.items())
+        print(f"{name}: success {s.success_rate:.3f} [{lo:.3f}, {hi:.3f}] mean score {s.mean_score:.3f} "
+              f"{passes} on {s.episodes} episodes ({s.tasks} tasks)")
     print(f"results: {out}")
 
 
