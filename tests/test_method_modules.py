@@ -82,7 +82,7 @@ run = RunDir(recipe.run_path())
 ensure_round0(recipe, run)
 manifest = train_round(recipe, run, 1, progress=False)
 print(json.dumps({"steps_key": recipe.train.toy.steps, "rows": [r[0] for r in key_rows()], "typo": typo,
-                  "calls": toy_method.CALLS, "manifest": manifest}))
+                  "calls": toy_method.CALLS, "manifest": manifest.to_dict()}))
 '''
 
 

@@ -1,7 +1,7 @@
 """Adapters: one module per log format, each turning a file into canonical trajectory dicts.
 
 An adapter module defines `NAME`, `detect(path, head) -> bool` (head: the file's first bytes) and
-`read(path) -> Iterator[Record]`. `FORMATS` below is the whole registry, in detection order (most
+`read(path) -> Iterator[Record]`. `_registry()` below is the whole list, in detection order (most
 specific first). A record that cannot be mapped comes back as `Record(error=(field, reason))` and
 goes to quarantine; nothing is dropped silently."""
 from __future__ import annotations
