@@ -370,23 +370,6 @@ FLAG_TO_FIELD = {"x": "x", "form": "form", "bootstrap": "bootstrap", "horizon": 
                  "skip_initial_x": "skip_initial_x", "margin": "margin", "seed": "seed"}
 
 
-def _recipe_curve_section(run_dir: Path) -> dict[str, Any]:
-    """The curve section of a run's recipe.resolved.yaml read as plain YAML ({} when absent), for
-    `flywheel compare`; `flywheel curve` reads the recipe with the trainer's loader instead."""
-    path = run_dir / "recipe.resolved.yaml"
-    if not path.is_file():
-        return {}
-    import yaml
-
-    from eval.curve_inputs import CurveInputError
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise CurveInputError(f"{path}: cannot read the resolved recipe ({e})") from None
-    section = data.get("curve") if isinstance(data, dict) else None
-    return dict(section) if isinstance(section, dict) else {}
-
-
 def curve_settings(recipe_curve: dict[str, Any], settings: dict[str, Any]) -> CurveConfig:
     """The fit's settings: the (first) run's own curve section, then the options given (None = not given)."""
     from pydantic import ValidationError
@@ -403,14 +386,14 @@ def curve_settings(recipe_curve: dict[str, Any], settings: dict[str, Any]) -> Cu
 
 
 def curve_inputs(run_dirs: list[Path], points: Path | None = None, settings: dict[str, Any] | None = None,
-                 metric: str | None = None, recipe_curves: list[dict[str, Any]] | None = None,
+                 metric: str | None = None, recipe_curves: list[dict[str, Any]] = (),
                  ) -> tuple[CurveConfig, dict[str, list[CurvePoint]], list[str]]:
     """(settings, points per arm, notes) of `flywheel curve`: each run directory is one arm, or the
     CSV `points` holds them all. `recipe_curves[i]` is run_dirs[i]'s recipe curve section ({} for a
     run without one); the first run's sets the fit, each run's own `metric` picks its score unless
     `metric` is given (without either: the summary's mean score when present, else success rate)."""
     from eval.curve_inputs import CurveInputError, points_from_csv, points_from_run
-    recipe_curves = recipe_curves if recipe_curves is not None else [_recipe_curve_section(d) for d in run_dirs]
+    recipe_curves = list(recipe_curves) or [{} for _ in run_dirs]
     cfg = curve_settings(recipe_curves[0] if run_dirs else {}, settings or {})
     if points is not None:
         return cfg, points_from_csv(points), []

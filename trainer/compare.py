@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from eval.curve_report import X_UNITS, _fmt, _recipe_curve_section, analyse_arm, write_curve_outputs
+from eval.curve_report import X_UNITS, _fmt, analyse_arm, write_curve_outputs
 from eval.records import CheckpointManifest, EvalSummary
 
 METRICS = ("success_rate", "mean_score")
@@ -115,7 +115,9 @@ def _curve_config(run_dirs: list[Path], metric: str | None, x: str | None):
     from eval.config import CurveConfig
     from eval.curve_inputs import CurveInputError
 
-    values = _recipe_curve_section(run_dirs[0])
+    from trainer.recipe import run_curve_section
+
+    values = run_curve_section(run_dirs[0])
     values.update({k: v for k, v in (("metric", metric), ("x", x)) if v is not None})
     try:
         return CurveConfig(**values)

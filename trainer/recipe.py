@@ -389,3 +389,10 @@ def read_resolved(run_dir: str | Path) -> dict | None:
         return None
     data, _ = read_recipe_file(target)
     return data
+
+
+def run_curve_section(run_dir: str | Path) -> dict:
+    """The curve section of a run's recipe.resolved.yaml, read with the recipe loader ({} without one):
+    what `flywheel curve` and `flywheel compare` fit a run with unless told otherwise."""
+    path = Path(run_dir) / RESOLVED_NAME
+    return load_recipe(path).curve.model_dump() if path.is_file() else {}

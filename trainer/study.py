@@ -166,11 +166,9 @@ def _timings(study: Recipe) -> dict[str, float]:
 
 
 def submit_arms(study_path: str, overrides: list[str], study: Recipe, arms, seeds, dry_run: bool) -> int:
-    try:
-        from trainer.submit import submit
-    except ImportError as e:
-        raise UserError(f"--slurm needs `flywheel submit` (trainer/submit.py), which is not available here ({e}); "
-                        "run the study locally without --slurm") from None
+    """`flywheel study --slurm`: each arm x seed's job chain, submitted as `flywheel submit` does."""
+    from trainer.submit import submit
+
     for seed in seeds:
         for arm in arms:
             print(f"== {arm_label(arm, seed)}: flywheel submit", flush=True)

@@ -57,3 +57,11 @@ class IngestParser(argparse.ArgumentParser):
         from data_pipeline.errors import IngestError
 
         raise IngestError(f"{message}\n{self.format_usage().strip()}")
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """The parsed arguments; with `--quiet`, the libraries are silenced before anything loads them."""
+    args = parser.parse_args(argv)
+    if getattr(args, "quiet", False):
+        silence_libraries()
+    return args

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from eval.config import CurveConfig
 from eval.curve_report import FLAG_TO_FIELD, X_LABELS, curve_inputs, write_curve_outputs
-from trainer.cli.common import add_quiet, silence_libraries
+from trainer.cli.common import add_quiet, parse
 
 _D = {name: f.default for name, f in CurveConfig.model_fields.items()}
 
@@ -50,26 +50,18 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def recipe_curve(run_dir: Path) -> dict:
-    """The curve section of a run's recipe.resolved.yaml, read with the recipe loader ({} without one)."""
-    from trainer.recipe import RESOLVED_NAME, load_recipe
-
-    path = run_dir / RESOLVED_NAME
-    return load_recipe(path).curve.model_dump() if path.is_file() else {}
-
-
 def main(argv: list[str]) -> int:
     from data_pipeline.errors import FlywheelError
 
-    args = parser().parse_args(argv)
-    if args.quiet:
-        silence_libraries()
+    args = parse(parser(), argv)
     if bool(args.run_dirs) == (args.points is not None):
         print("flywheel curve: give RUN_DIR... or --points FILE.csv (exactly one of them)", file=sys.stderr)
         return 2
     try:
         settings = {field: getattr(args, flag) for flag, field in FLAG_TO_FIELD.items()}
-        recipes = [recipe_curve(d) for d in args.run_dirs]
+        from trainer.recipe import run_curve_section
+
+        recipes = [run_curve_section(d) for d in args.run_dirs]
         cfg, points_by_arm, notes = curve_inputs(args.run_dirs, args.points, settings, args.metric, recipes)
     except FlywheelError as e:
         print(f"flywheel curve: error: {e}", file=sys.stderr)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from trainer.cli.common import add_quiet, silence_libraries
+from trainer.cli.common import add_quiet, parse
 
 DESCRIPTION = ("Run an experiment on one machine. Round 0 evaluates the base policy; each round then "
                "collects experience with the current policy, ingests it into the experience store, trains "
@@ -22,9 +22,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    args = parser().parse_args(argv)
-    if args.quiet:
-        silence_libraries()
+    args = parse(parser(), argv)
     from trainer.loop import run_experiment
     from trainer.recipe import load_recipe
     from trainer.tracking import sync_command

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from trainer.cli.common import add_quiet, silence_libraries
+from trainer.cli.common import add_quiet, parse
 
 
 def parser() -> argparse.ArgumentParser:
@@ -27,9 +27,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    args = parser().parse_args(argv)
-    if args.quiet:
-        silence_libraries()
+    args = parse(parser(), argv)
     from eval.models import LoadOptions
     from eval.serve import base_url, checkpoint_server
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from trainer.cli.common import add_quiet, silence_libraries
+from trainer.cli.common import add_quiet, parse
 
 
 def parser() -> argparse.ArgumentParser:
@@ -26,9 +26,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    args = parser().parse_args(argv)
-    if args.quiet:
-        silence_libraries()
+    args = parse(parser(), argv)
     from trainer.study import run_study, submit_study
 
     if args.slurm:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from trainer.cli.common import add_quiet, silence_libraries
+from trainer.cli.common import add_quiet, parse
 from trainer.round import STAGES
 
 
@@ -27,9 +27,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    args = parser().parse_args(argv)
-    if args.quiet:
-        silence_libraries()
+    args = parse(parser(), argv)
     from trainer.recipe import load_recipe
     from trainer.round import train_command
 
