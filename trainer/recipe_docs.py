@@ -1,6 +1,6 @@
 """Generate the README's table of recipe keys from the schema (the section classes' fields and their
 one-line docs), between the markers below. `flywheel recipe docs` rewrites README.md;
-`--check` exits 1 when the table is out of date (tests/test_recipe_docs.py does the same check)."""
+`--check` exits 1 when the table is out of date (tests/trainer/test_recipe_docs.py does the same check)."""
 from __future__ import annotations
 
 import json

@@ -1,5 +1,5 @@
 """`flywheel compare` on hand-made run directories: table, overlay plot, the run's own curve record,
-bad input. (tests/test_tracking_loop.py compares two real loop runs.)"""
+bad input. (tests/trainer/test_tracking_loop.py compares two real loop runs.)"""
 from __future__ import annotations
 
 import json

@@ -2,8 +2,8 @@
 (W&B offline, a planted API key and secret in the environment), read back from the offline .wandb
 files with wandb's protobuf records; then `flywheel compare` on the two run directories.
 
-About 40-60 s on two idle cores (two tiny loops), hence slow: `pytest -m slow tests/test_tracking_loop.py`.
-The same tracking code runs in tests/test_tracking.py on hand-made run directories in seconds."""
+About 40-60 s on two idle cores (two tiny loops), hence slow: `pytest -m slow tests/trainer/test_tracking_loop.py`.
+The same tracking code runs in tests/trainer/test_tracking.py on hand-made run directories in seconds."""
 from __future__ import annotations
 
 import json

@@ -15,8 +15,9 @@ from trainer.model_check import model_problem
 from trainer.recipe import RESOLVED_NAME, load_recipe, read_resolved
 from trainer.recipe_fork import write_resolved
 from trainer.rundir import RunDir
+from tests.paths import REPO
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO
 QUICKSTART = ROOT / "recipes" / "quickstart.yaml"
 # Round 0 only, a handful of held-out episodes: the run finishes in seconds.
 SMALL = ["train.rounds=0", "eval.suites.0.episodes=4", "eval.policy.batch_size=4", "eval.policy.max_new_tokens=8",

@@ -19,8 +19,9 @@ from trainer.records import DataSelection, RoundManifest
 from trainer.rundir import RunDir
 from trainer.study_controls import ArmResult, ArmRound
 from trainer.study_controls import BestOfK, ForgettingScore, RetryScores
+from tests.paths import REPO
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = REPO
 OLD_RUN = REPO / "tests" / "fixtures" / "records" / "run"  # written by the code before the records (see README)
 
 

@@ -5,8 +5,9 @@ from pathlib import Path
 
 from trainer.recipe import all_key_paths, dotted, field_at
 from trainer.recipe_docs import END, START, key_rows, keys_block, readme_block, update_readme
+from tests.paths import REPO
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = REPO / "README.md"
 
 
 def test_readme_table_matches_the_schema():

@@ -11,8 +11,9 @@ import yaml
 from trainer.cli import main as flywheel
 from trainer.memory_plan import count_params, memory_plan, shape_from_config
 from trainer.recipe import load_recipe
+from tests.paths import REPO
 
-RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+RECIPES = REPO / "recipes"
 SMOLLM2_135M = dict(model_type="llama", hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
                     num_attention_heads=9, num_key_value_heads=3, head_dim=64, vocab_size=49152,
                     tie_word_embeddings=True, torch_dtype="bfloat16")

@@ -11,8 +11,9 @@ import yaml
 from trainer.cli import main as flywheel
 from trainer.recipe import RESOLVED_NAME, Recipe, RecipeError, code_version, load_recipe, read_resolved
 from trainer.recipe_fork import write_resolved
+from tests.paths import REPO
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO
 RECIPES = ROOT / "recipes"
 SHIPPED = sorted(RECIPES.glob("*.yaml"))
 MINIMAL = "experiment: quick\nmodel:\n  name_or_path: tiny\n"

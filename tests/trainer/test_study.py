@@ -1,6 +1,6 @@
 """The experience study: four arms on the tiny model, one short round each. Every arm consumed the
 same interaction budget, the retry arm never changed the weights, the report says who won, and a
-rerun skips what is done (marked slow: four arms, `pytest -m slow tests/test_study.py`). Plus the
+rerun skips what is done (marked slow: four arms, `pytest -m slow tests/trainer/test_study.py`). Plus the
 statistics and the recipe checks on their own, fast."""
 import json
 import math

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+from tests.paths import TESTS
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "reliability"))
+sys.path.insert(0, str(TESTS / "reliability"))
 
 import faults  # noqa: E402
 import fuzzing  # noqa: E402

@@ -18,8 +18,9 @@ from data_pipeline.config import Section
 from data_pipeline.errors import IngestError
 from trainer.methods import METHODS
 from trainer.recipe import RecipeError, load_recipe
+from tests.paths import REPO
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO
 QUICKSTART = ROOT / "recipes" / "quickstart.yaml"
 
 # A throwaway method: its own section, a dataset through an existing builder, and a train() that

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from trainer.cli import main as flywheel
+from tests.paths import REPO, TESTS
 
-BROKEN = Path(__file__).parent / "recipes_broken"
-ROOT = Path(__file__).resolve().parent.parent
+BROKEN = TESTS / "recipes_broken"
+ROOT = REPO
 
 # file -> (the file the message must name, pieces the message must hold)
 CASES = {

@@ -25,8 +25,9 @@ from data_pipeline.errors import IngestError
 from data_pipeline.store import ExperienceStore
 from tests.samples import shared_samples
 from trainer.cli import main
+from tests.paths import TESTS
 
-FIXTURE = Path(__file__).parent / "fixtures" / "inspect" / "arith_zstd.eval"
+FIXTURE = TESTS / "fixtures" / "inspect" / "arith_zstd.eval"
 POPULARITY = next(iter(sorted(shared_samples().glob("inspect-ai/tests/scorer/logs/*.eval"))), None)
 needs_shared = pytest.mark.skipif(POPULARITY is None, reason="shared trajectory samples not present")
 

@@ -15,8 +15,9 @@ from trainer.rundir import RunDir, atomic_write_json
 from trainer.sbatch import make_context, render_eval, render_refit, render_train
 from trainer.job_capabilities import Capabilities
 from trainer.slurm_chain import Decision, plan, print_dry_run, sbatch_command
+from tests.paths import REPO
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO
 RECIPES = ROOT / "recipes"
 STAGED = Capabilities(train_stages=True, eval_cli=True, eval_shards=True)
 SECRET = "planted-wandb-key-0123456789abcdef"

@@ -5,8 +5,9 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from tests.paths import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 
 
 def test_bench_quick_run():

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from eval.external import ExternalSuiteError, is_external_suite, load_external_suite
+from tests.paths import TESTS
 
-HARNESS = Path(__file__).parent / "fixtures" / "external" / "harness.py"
+HARNESS = TESTS / "fixtures" / "external" / "harness.py"
 COMMAND = f"{sys.executable} {HARNESS} --task {{task_id}} --out {{out}} --checkpoint {{checkpoint}}"
 
 

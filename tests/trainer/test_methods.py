@@ -19,6 +19,7 @@ from eval.rollout import RandomPolicy, run_episodes, write_jsonl
 from eval.suites import get_suite
 from trainer.config import TrainConfig
 from trainer.round import BUILTIN_HELDOUT
+from tests.paths import REPO
 
 HELDOUT_TASK = f"maze/d1/s{HELDOUT_SEED_START + 3}"
 
@@ -184,7 +185,7 @@ def test_round_manifest_lists_exactly_the_batches_used(world, tmp_path, method):
     from trainer.round import ensure_round0, open_store, train_round
     from trainer.rundir import RunDir
 
-    recipe = load_recipe(Path(__file__).parent.parent / "recipes" / "quickstart.yaml", [
+    recipe = load_recipe(REPO / "recipes" / "quickstart.yaml", [
         f"train.method={method}", "collect.suites=[]", f"run_dir={tmp_path / 'run'}", "train.max_steps=2",
         "train.batch_size=4", "train.max_length=256", "train.lora.r=4", "train.lora.alpha=8"])
     run = RunDir(recipe.run_path())
@@ -206,7 +207,7 @@ def test_merge_mode_round_trains_a_fresh_adapter_on_the_merged_base(world, tmp_p
     from trainer.round import ensure_round0, open_store, train_round
     from trainer.rundir import RunDir
 
-    recipe = load_recipe(Path(__file__).parent.parent / "recipes" / "quickstart.yaml", [
+    recipe = load_recipe(REPO / "recipes" / "quickstart.yaml", [
         "train.method=kto", "train.adapter=merge", "collect.suites=[]", f"run_dir={tmp_path / 'run'}",
         "train.max_steps=1", "train.batch_size=4", "train.max_length=256", "train.lora.r=4", "train.lora.alpha=8"])
     run = RunDir(recipe.run_path())
