@@ -20,6 +20,7 @@ from typing import Any
 
 from data_pipeline.errors import FlywheelError
 from eval.curve import CurvePoint
+from eval.errors import read_mapping
 from eval.records import X_FIELDS, CheckpointManifest, EvalSummary
 
 CSV_REQUIRED = ("arm", "x", "score")
@@ -51,15 +52,7 @@ def parse_date(value: Any, where: str) -> float | None:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except OSError as e:
-        raise CurveInputError(f"{path}: cannot read ({e.strerror})") from None
-    except json.JSONDecodeError as e:
-        raise CurveInputError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
-    if not isinstance(data, dict):
-        raise CurveInputError(f"{path}: expected a JSON object")
-    return data
+    return read_mapping(path, CurveInputError, kind="JSON")
 
 
 def _number(record: CheckpointManifest | EvalSummary, key: str, path: Path) -> float:

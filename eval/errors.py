@@ -6,10 +6,11 @@ class EvalError(FlywheelError):
     """A checkpoint, suite or option the user must fix; the message says what and where."""
 
 
-def read_yaml_mapping(path, error: type[Exception] = EvalError, keys: str = "") -> dict:
-    """Safe-load a YAML file that must hold a mapping; any problem is `error` naming the file.
-    `keys` hints at the expected keys. The loader
-    is the recipes' (data_pipeline/yamlfile.py): `1:30` stays text, not a base-60 number."""
+def read_mapping(path, error: type[Exception] = EvalError, kind: str = "YAML", keys: str = "") -> dict:
+    """The mapping in a YAML or JSON (`kind`) file; any problem is `error` naming the file. `keys`
+    hints at a YAML file's expected keys. YAML is read with the recipes' loader
+    (data_pipeline/yamlfile.py): `1:30` stays text, not a base-60 number."""
+    import json
     from pathlib import Path
 
     import yaml
@@ -18,11 +19,14 @@ def read_yaml_mapping(path, error: type[Exception] = EvalError, keys: str = "") 
 
     path = Path(path)
     try:
-        data = parse_value(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if kind == "JSON" else parse_value(text)
     except OSError as e:
         raise error(f"{path}: cannot read: {e.strerror}") from None
+    except json.JSONDecodeError as e:
+        raise error(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
     except yaml.YAMLError as e:
         raise error(f"{path}: not valid YAML: {e}") from None
     if not isinstance(data, dict):
-        raise error(f"{path}: expected a mapping of keys ({keys})")
+        raise error(f"{path}: expected a JSON object" if kind == "JSON" else f"{path}: expected a mapping of keys ({keys})")
     return data

@@ -36,7 +36,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from eval.errors import EvalError, read_yaml_mapping
+from eval.errors import EvalError, read_mapping
 
 PLACEHOLDERS = ("checkpoint", "endpoint", "task_id", "out")
 STDERR_TAIL_CHARS = 2000
@@ -236,7 +236,7 @@ def _read_tasks_file(yaml_path: Path, tasks_path: Path) -> list[str]:
 def load_external_suite(path: str | Path) -> ExternalSuite:
     """Read and validate a suite YAML; errors name the file and the key."""
     path = Path(path)
-    raw = read_yaml_mapping(path, ExternalSuiteError, keys="name, command, tasks, ...")
+    raw = read_mapping(path, ExternalSuiteError, keys="name, command, tasks, ...")
     try:
         config = ExternalSuiteConfig.model_validate(raw)
     except ValidationError as e:

@@ -65,3 +65,12 @@ def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespac
     if getattr(args, "quiet", False):
         silence_libraries()
     return args
+
+
+def add_recipe(parser: argparse.ArgumentParser, recipe_help: str = "recipe .yaml file",
+               overrides_help: str = "key.sub=value recipe overrides", fork: bool = True) -> None:
+    """The arguments of a command that runs a recipe: the file, its overrides and (`fork`) --fork."""
+    parser.add_argument("recipe", help=recipe_help)
+    parser.add_argument("overrides", nargs="*", help=overrides_help)
+    if fork:
+        parser.add_argument("--fork", action="store_true", help="allow a changed recipe in an existing run directory")

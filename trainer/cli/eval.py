@@ -9,7 +9,7 @@ from pathlib import Path
 
 from eval.errors import EvalError
 from eval.records import EvalSummary
-from trainer.cli.common import add_quiet, silence_libraries
+from trainer.cli.common import add_quiet, add_recipe, silence_libraries
 
 
 def shard_arg(text: str) -> tuple[int, int]:
@@ -22,8 +22,7 @@ def shard_arg(text: str) -> tuple[int, int]:
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="flywheel eval", description="Evaluate a checkpoint on held-out suites. "
                                  "Results go to DIR/eval/ (summary.json, results.jsonl, episodes.jsonl).")
-    ap.add_argument("recipe", help="recipe .yaml, a run's recipe.resolved.yaml, or the run directory")
-    ap.add_argument("overrides", nargs="*", help="key.sub=value recipe overrides, e.g. eval.suites.0.episodes=50")
+    add_recipe(ap, "recipe .yaml, a run's recipe.resolved.yaml, or the run directory", "key.sub=value recipe overrides, e.g. eval.suites.0.episodes=50", fork=False)
     ap.add_argument("--checkpoint", required=True, help="round checkpoint dir (rounds/round-XXXX) or model folder")
     ap.add_argument("--suite", action="append", default=[], help="evaluate only this suite (repeatable); "
                     "results then go to DIR/eval-NAME/ so the full evaluation stays")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from trainer.cli.common import add_quiet, parse
+from trainer.cli.common import add_quiet, add_recipe, parse
 
 DESCRIPTION = ("Run an experiment on one machine. Round 0 evaluates the base policy; each round then "
                "collects experience with the current policy, ingests it into the experience store, trains "
@@ -14,9 +14,7 @@ DESCRIPTION = ("Run an experiment on one machine. Round 0 evaluates the base pol
 
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="flywheel run", description=DESCRIPTION)
-    ap.add_argument("recipe", help="recipe .yaml file")
-    ap.add_argument("overrides", nargs="*", help="key.sub=value recipe overrides, e.g. train.rounds=1")
-    ap.add_argument("--fork", action="store_true", help="allow a changed recipe in an existing run directory")
+    add_recipe(ap, "recipe .yaml file", "key.sub=value recipe overrides, e.g. train.rounds=1")
     add_quiet(ap)
     return ap
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from trainer.cli.common import add_quiet, parse
+from trainer.cli.common import add_quiet, add_recipe, parse
 
 
 def parser() -> argparse.ArgumentParser:
@@ -14,8 +14,7 @@ def parser() -> argparse.ArgumentParser:
         "would repeated sampling of the base policy do as well? Each arm (accumulate, latest, reset, retry) "
         "x seed is one run directory under RUN_DIR/arms/, with the same interaction budget per round; the "
         "report goes to RUN_DIR/study/."))
-    ap.add_argument("recipe", help="study recipe .yaml file (with a study: section)")
-    ap.add_argument("overrides", nargs="*", help="key.sub=value recipe overrides (every arm gets them)")
+    add_recipe(ap, "study recipe .yaml file (with a study: section)", "key.sub=value recipe overrides (every arm gets them)", fork=False)
     ap.add_argument("--arms", help="comma-separated arm names (default: all of study.arms)")
     ap.add_argument("--seeds", help="comma-separated seeds (default: study.seeds)")
     ap.add_argument("--slurm", action="store_true", help="submit each arm's job chain with flywheel submit instead")

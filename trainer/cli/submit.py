@@ -9,17 +9,17 @@ import argparse
 import json
 import sys
 
+from trainer.cli.common import add_recipe
+
 
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="flywheel submit", description=(
         "Render and submit the experiment as a chain of Slurm jobs: round 0 eval array -> refit 0 -> train 1 "
         "-> eval array 1 -> refit 1 -> ... (afterok). The scripts go to RUN_DIR/slurm/; rerunning continues the "
         "chain, keeping jobs that are still alive and never submitting a stage twice."))
-    ap.add_argument("recipe", help="recipe .yaml file")
-    ap.add_argument("overrides", nargs="*", help="key.sub=value recipe overrides")
+    add_recipe(ap)
     ap.add_argument("--rounds", type=int, default=None, help="train rounds 1..K (default: train.rounds of the recipe)")
     ap.add_argument("--dry-run", action="store_true", help="print the scripts and sbatch lines; submit nothing")
-    ap.add_argument("--fork", action="store_true", help="allow a changed recipe in an existing run directory")
     return ap
 
 

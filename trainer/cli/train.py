@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from trainer.cli.common import add_quiet, parse
+from trainer.cli.common import add_quiet, add_recipe, parse
 from trainer.round import STAGES
 
 
@@ -15,13 +15,11 @@ def parser() -> argparse.ArgumentParser:
         "Run the next training round of an experiment: collect experience with the parent checkpoint, ingest "
         "it, select the data, train, and write the new checkpoint. --stage splits the round for "
         "multi-process and Slurm jobs; a rerun continues where a killed round stopped."))
-    ap.add_argument("recipe", help="recipe .yaml file (or a run's recipe.resolved.yaml)")
-    ap.add_argument("overrides", nargs="*", help="key.sub=value recipe overrides")
+    add_recipe(ap, "recipe .yaml file (or a run's recipe.resolved.yaml)")
     ap.add_argument("--round", type=int, default=None, help="round to run (default: the next one)")
     ap.add_argument("--stage", choices=STAGES, default="all",
                     help="prepare: collect+ingest+select+dataset; fit: train (every rank under torchrun); "
                          "finalize: write the checkpoint; all: the three in turn (default)")
-    ap.add_argument("--fork", action="store_true", help="allow a changed recipe in an existing run directory")
     add_quiet(ap)
     return ap
 
