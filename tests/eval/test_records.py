@@ -169,13 +169,11 @@ def test_wilson_interval():
     assert s.ci95 == list(wilson_interval(0.3, 10))
 
 
-def test_policy_for_builds_the_acting_policy(tmp_path):
+def test_policy_for_builds_the_acting_policy(tiny_model_dir):
     from eval.config import PolicyConfig
     from eval.policy import HFPolicy, policy_for
-    from trainer.tiny import materialize_tiny
 
-    base = materialize_tiny(tmp_path / "tiny")
-    policy = policy_for((base, None), PolicyConfig(temperature=0.5, constrained=False, max_new_tokens=7), name="p")
+    policy = policy_for((tiny_model_dir, None), PolicyConfig(temperature=0.5, constrained=False, max_new_tokens=7), name="p")
     assert isinstance(policy, HFPolicy) and policy.name == "p"
     assert (policy.temperature, policy.constrained, policy.max_new_tokens) == (0.5, False, 7)
 

@@ -76,12 +76,11 @@ def test_sft_builder_marks_harness_written_turns():
     assert [m["context"] for m in row["messages"]] == [i == first_action for i in range(len(t.messages))]
 
 
-def test_template_error_is_one_line_from_the_cli(tmp_path, capsys):
+def test_template_error_is_one_line_from_the_cli(tmp_path, tiny_model_dir, capsys):
     """A round whose template cannot be trained on stops with one line, not a traceback."""
     from trainer.cli import main as flywheel
-    from trainer.tiny import materialize_tiny
 
-    base = materialize_tiny(tmp_path / "m")
+    base = tiny_model_dir
     template = tmp_path / "t.jinja"
     template.write_text("{% for m in messages %}<|{{ m['role'] }}|>{{ messages|length }}{{ m['content'] }}<|end|>"
                         "{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}")
