@@ -44,12 +44,15 @@ def _chat_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
         raise RequestError("'messages' must be a non-empty list")
     out = []
     for k, m in enumerate(messages):
-        if not isinstance(m, dict) or m.get("role") not in ROLES:
-            raise RequestError(f"messages[{k}]: needs 'role', one of {', '.join(ROLES)}")
+        # `developer` is the OpenAI API's newer name for the system role (as the ingest adapter reads it)
+        role = m.get("role") if isinstance(m, dict) else None
+        role = "system" if role == "developer" else role
+        if role not in ROLES:
+            raise RequestError(f"messages[{k}]: needs 'role', one of {', '.join(ROLES)} or developer")
         content = m.get("content") or ""
         if isinstance(content, list):  # content parts: keep the text ones
             content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-        msg = {"role": m["role"], "content": content}
+        msg = {"role": role, "content": content}
         calls = []
         for c in m.get("tool_calls") or []:
             f = c.get("function", c) if isinstance(c, dict) else {}
@@ -166,11 +169,14 @@ def _handler(chat: ChatModel):
                 self._error(404, f"no route {self.path}")
 
         def do_POST(self):
+            # the body is read before any answer: one left unread would be taken for the next request
+            # on the same keep-alive connection
+            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             if self.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
-                self._error(404, f"no route {self.path}")
+                self._error(404, f"no route {self.path} (served: /v1/chat/completions, /v1/models)")
                 return
             try:
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+                body = json.loads(raw or b"{}")
                 if not isinstance(body, dict):
                     raise RequestError("the body must be a JSON object")
                 self._send(200, chat.complete(body))

@@ -110,3 +110,31 @@ def test_external_suite_acts_through_the_served_checkpoint(tiny, tmp_path):
     s = summary["suites"][str(tmp_path / "suite.yaml")]
     assert s["status_counts"] == {"ok": 2, "timeout": 0, "error": 1}
     assert s["per_task_success"] == {"a": 1.0, "b": 1.0, "crash": 0.0}
+
+
+def test_developer_role_is_the_system_role_and_unknown_routes_keep_the_connection(tiny):
+    """`developer` (the OpenAI API's newer system role) renders as system; a POST to a route the
+    server does not have is a JSON 404 whose body is consumed, so the next request on the same
+    keep-alive connection is answered."""
+    import http.client
+    from urllib.parse import urlparse
+
+    from eval.serve import _chat_messages
+
+    as_developer = _chat_messages({"messages": [{"role": "developer", "content": "Be brief."}, *ASK]})
+    as_system = _chat_messages({"messages": [{"role": "system", "content": "Be brief."}, *ASK]})
+    assert as_developer == as_system and as_developer[0]["role"] == "system"
+    model, tok = tiny
+    with serving(model, tok) as url:
+        u = urlparse(url)
+        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+        body = json.dumps({"model": "flywheel", "input": "hi " * 200})  # a /v1/responses request
+        conn.request("POST", "/v1/responses", body=body, headers={"Content-Type": "application/json"})
+        r = conn.getresponse()
+        assert r.status == 404 and "no route /v1/responses" in json.loads(r.read())["error"]["message"]
+        chat = json.dumps({"messages": [{"role": "developer", "content": "Be brief."}, *ASK], "max_tokens": 4,
+                           "temperature": 0})
+        conn.request("POST", "/v1/chat/completions", body=chat, headers={"Content-Type": "application/json"})
+        r = conn.getresponse()
+        assert r.status == 200 and json.loads(r.read())["object"] == "chat.completion"
+        conn.close()
