@@ -32,15 +32,6 @@ def results_dir(checkpoint: str | Path, suites: list[str] = ()) -> Path:
     return Path(checkpoint) / ("eval" if not suites else "eval-" + "+".join(Path(s).stem for s in suites))
 
 
-def checkpoint_policy(cfg: EvalConfig, base: Path, adapter: Path | None, load: LoadOptions, name: str):
-    from eval.policy import policy_for
-
-    try:
-        return policy_for((base, adapter), cfg.policy, load, name)
-    except (OSError, ValueError) as e:
-        raise EvalError(f"cannot load checkpoint {adapter or base}: {e}") from None
-
-
 def evaluate_checkpoint(cfg: EvalConfig, load: LoadOptions, checkpoint: str | Path, *, experiment: str,
                         out: Path | None = None, suites: list[str] = (), shard: tuple[int, int] | None = None,
                         merge_only: int | None = None, endpoint: str | None = None,
@@ -50,6 +41,7 @@ def evaluate_checkpoint(cfg: EvalConfig, load: LoadOptions, checkpoint: str | Pa
     `shard` (I, N) was evaluated and other shards are still missing; `merge_only` N only merges N
     finished shards."""
     from eval.evaluator import evaluate, evaluate_shard, merge_shards, missing_shards
+    from eval.policy import policy_for
 
     if suites:
         cfg = select_suites(cfg, list(suites))
@@ -58,7 +50,10 @@ def evaluate_checkpoint(cfg: EvalConfig, load: LoadOptions, checkpoint: str | Pa
     if merge_only is not None:
         return merge_shards(out, merge_only), out, None
     base, adapter = resolve_checkpoint(ckpt)
-    policy = checkpoint_policy(cfg, base, adapter, load, f"{experiment}/{ckpt.resolve().name}")
+    try:
+        policy = policy_for((base, adapter), cfg.policy, load, f"{experiment}/{ckpt.resolve().name}")
+    except (OSError, ValueError) as e:
+        raise EvalError(f"cannot load checkpoint {adapter or base}: {e}") from None
     label = str(adapter or base)
     if shard is None:
         return evaluate(policy, cfg, out, checkpoint=label, progress=progress, endpoint=endpoint), out, None

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from pathlib import Path
 from typing import Any, ClassVar, Mapping, TypeVar
+
+from data_pipeline.atomic import atomic_write_text
 
 R = TypeVar("R", bound="Record")
 OMIT_NONE = {"omit_none": True}  # field metadata: the key is left out of the file while the value is None
@@ -151,9 +152,7 @@ class EvalSummary(SuiteSummary):
     def write(self, folder: str | Path) -> Path:
         """folder/summary.json, replaced atomically."""
         path = Path(folder) / self.FILE
-        tmp = path.with_name(f"{self.FILE}.tmp")
-        tmp.write_text(self.to_json())
-        os.replace(tmp, path)
+        atomic_write_text(path, self.to_json())
         return path
 
     @classmethod

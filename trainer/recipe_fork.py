@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from data_pipeline.atomic import atomic_write_text
 from data_pipeline.yamlfile import dotted
 from trainer.config import MOVED_KEYS
 from trainer.recipe import (RESOLVED_META_KEYS, RESOLVED_NAME, Recipe, RecipeError, code_version, read_resolved,
@@ -151,7 +151,6 @@ def write_resolved(recipe: Recipe, run_dir: str | Path | None = None, fork: bool
         history = [*(old_doc.get("history") or []), event]
     run_dir.mkdir(parents=True, exist_ok=True)
     doc = {**meta, **new, "history": history}
-    tmp = target.with_name(f".{RESOLVED_NAME}.{os.getpid()}.tmp")
-    tmp.write_text(yaml.safe_dump(doc, sort_keys=False, default_flow_style=False))
-    os.replace(tmp, target)  # atomic: a killed job never leaves half a resolved recipe
+    # atomic: a killed job never leaves half a resolved recipe
+    atomic_write_text(target, yaml.safe_dump(doc, sort_keys=False, default_flow_style=False))
     return target

@@ -76,12 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"flywheel: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    try:
-        func = command_module(name).main
-    except (ImportError, AttributeError) as e:
-        print(f"flywheel {name}: not available in this build ({e})", file=sys.stderr)
-        return 2
-    return run_command(name, func, rest)
+    return run_command(name, command_module(name).main, rest)
 
 
 def run_command(name: str, func, argv: list[str]) -> int:

@@ -33,20 +33,13 @@ def silence_libraries() -> None:
         logger.setLevel(logging.ERROR)
         # DeepSpeed sets its logger's level again when imported (to WARNING); a filter stays
         logger.addFilter(_errors_only)
-    try:
-        from transformers.utils import logging as hf_logging
+    import datasets
+    from transformers.utils import logging as hf_logging
 
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-    except ImportError:
-        pass
-    try:
-        import datasets
-
-        datasets.utils.logging.set_verbosity_error()
-        datasets.utils.logging.disable_progress_bar()
-    except ImportError:
-        pass
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    datasets.utils.logging.set_verbosity_error()
+    datasets.utils.logging.disable_progress_bar()
 
 
 class IngestParser(argparse.ArgumentParser):

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from trainer.cli.common import IngestParser, add_quiet, silence_libraries
+from trainer.cli.common import IngestParser, add_quiet, parse
 from trainer.methods import METHODS
 
 
@@ -31,9 +31,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    a = parser().parse_args(argv)
-    if a.quiet:
-        silence_libraries()
+    a = parse(parser(), argv)
     from data_pipeline.dataset_build import build_dataset_dir
 
     prov = build_dataset_dir(a.store, a.kind, a.out, batches=a.batches, all_scores=a.all_scores,

@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 
-from trainer.cli.common import IngestParser, add_quiet, silence_libraries
+from trainer.cli.common import IngestParser, add_quiet, parse
 
 
 def parser() -> argparse.ArgumentParser:
@@ -53,9 +53,7 @@ def print_summary(d: dict, as_json: bool) -> None:
 
 
 def main(argv: list[str]) -> int:
-    a = parser().parse_args(argv)
-    if a.quiet:
-        silence_libraries()
+    a = parse(parser(), argv)
     from data_pipeline.ingest import ingest_logs
 
     summary, why = ingest_logs(a.paths, a.store, fmt=a.format, heldout=a.heldout, tag=a.tag,
