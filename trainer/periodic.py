@@ -366,7 +366,8 @@ def stop(target: str) -> dict:
     with schedule_lock(slurm_dir, wait_s=120):  # a next-period job may be submitting right now
         schedule = Schedule.read(slurm_dir)
         atomic_write_text(slurm_dir / STOP_FILE, f"stopped by flywheel submit --stop at {local_time(time.time())}\n")
-        alive = alive_jobs() if shutil.which("squeue") else {}
+        reachable = bool(shutil.which("squeue"))
+        alive = alive_jobs() if reachable else {}
         last = schedule.last
         live = live_jobs(last, alive)
         started = bool(last) and (any(s != "PENDING" for s in live.values()) or len(live) < len(last.jobs))
@@ -382,7 +383,7 @@ def stop(target: str) -> dict:
         running = {n: s for n, s in live.items() if n not in cancel}
         schedule.write(slurm_dir)
     return {"run_dir": str(run_dir), "period": last.period if last else None, "cancelled": cancel,
-            "running": running}
+            "running": running, "slurm": reachable}
 
 
 def stop_message(result: dict) -> str:
@@ -390,6 +391,9 @@ def stop_message(result: dict) -> str:
     if result["cancelled"]:
         lines.append(f"cancelled (queued, not started) in period {result['period']}: "
                      + ", ".join(f"{n} {i}" for n, i in result["cancelled"].items()))
+    elif not result.get("slurm", True):
+        lines.append("cancelled nothing: no squeue on this machine; run --stop on the cluster's login node to "
+                     "cancel the queued period (the STOP file already keeps a next-period job from queuing more)")
     else:
         lines.append("cancelled nothing: no job of the schedule was waiting to start")
     if result["running"]:

@@ -76,8 +76,10 @@ def _own_state(slurm_dir: Path, name: str) -> str | None:
     return read(name)
 
 
-def job_states(slurm_dir: Path, jobs: dict[str, str]) -> tuple[list[dict], str]:
-    """[{name, job_id, state, source}] for recorded jobs, and where the states came from."""
+def job_states(slurm_dir: Path, jobs: dict[str, str], cancelled: dict[str, str] | None = None) -> tuple[list[dict], str]:
+    """[{name, job_id, state, source}] for recorded jobs, and where the states came from (`cancelled`:
+    the jobs --stop cancelled)."""
+    cancelled = cancelled or {}
     ids = list(jobs.values())
     live = _squeue(ids)
     finished = _sacct([i for i in ids if live is None or i not in live])
@@ -88,7 +90,9 @@ def job_states(slurm_dir: Path, jobs: dict[str, str]) -> tuple[list[dict], str]:
         elif job_id in finished:
             state, source = finished[job_id], "sacct"
         elif (own := _own_state(slurm_dir, name)) is not None:
-            state, source = (own if live is None else f"{own} (ended)"), "job status file"
+            state, source = own, "job status file"
+        elif cancelled.get(name) == job_id:
+            state, source = "cancelled by --stop", "schedule"
         else:
             state, source = ("not running" if live is not None else "unknown"), "recorded id"
         rows.append({"name": name, "job_id": job_id, "state": state, "source": source})
@@ -145,11 +149,14 @@ def promoted(run_dir: Path) -> dict | None:
 
 
 def _pending_logs(store_root: Path, patterns: list[str], base_dir: Path) -> dict | None:
-    """New complete log records waiting in `patterns`: engineer A's data_pipeline.live.pending, or None
-    on a build that has no live log source yet. (Local stand-in: the lead replaces it at merge.)"""
+    """New complete log records waiting in `patterns`: data_pipeline.live.pending (the live log source),
+    or None on a build that has none yet.
+
+    MERGE NOTE (local stand-in, branch `periodic`): data_pipeline.live comes with branch `live`; once it is
+    merged, import it directly (lazily, it reads the store) and drop this ImportError guard."""
     try:
-        from data_pipeline.live import pending  # noqa: F401 (absent before the live log source is merged)
-    except ImportError:
+        from data_pipeline.live import pending
+    except ImportError:  # only before the `live` branch is merged (see above)
         return None
     return pending(store_root, patterns, base_dir)
 
@@ -196,7 +203,7 @@ def run_status(run_dir: str | Path) -> dict:
         jobs = dict(in_order({n: str(j["job_id"]) for n, j in (record.get("jobs") or {}).items()
                                if isinstance(j, dict) and j.get("job_id")}))
     if jobs:
-        out["jobs"], out["jobs_from"] = job_states(slurm_dir, jobs)
+        out["jobs"], out["jobs_from"] = job_states(slurm_dir, jobs, schedule.cancelled if schedule else None)
     else:
         out["jobs"], out["jobs_from"] = [], "no Slurm jobs recorded" + ("" if shutil.which("squeue") else
                                                                      " (and no Slurm on this machine)")
@@ -223,7 +230,7 @@ def render_status(st: dict) -> str:
         if not sch["stopped"]:
             lines.append(f"  next period begins no earlier than {local_time(sch['next_begin'])}")
         if sch["cancelled"]:
-            lines.append("  cancelled by --stop: " + ", ".join(f"{n} {i}" for n, i in sch["cancelled"].items()))
+            lines.append("  cancelled by --stop: " + ", ".join(f"{n} {i}" for n, i in in_order(sch["cancelled"])))
         if sch.get("last_note"):
             lines.append(f"  last hand-over: {sch['last_note']}")
     else:

@@ -364,7 +364,7 @@ def test_status_of_a_stopped_schedule_and_logs_waiting(tmp_path, monkeypatch, fa
     st = run_status(root)
     text = render_status(st)
     assert "every 1d, stopped" in text and "next period" not in text and "cancelled by --stop: train-round-0003 301" in text
-    assert st["jobs"][0]["state"] == "not running" and st["jobs_from"].startswith("squeue")
+    assert st["jobs"][0]["state"] == "cancelled by --stop" and st["jobs_from"].startswith("squeue")
     assert "promotion: no verdict" in text and "promoted checkpoint: none" in text
     try:
         import data_pipeline.live  # noqa: F401
@@ -385,3 +385,12 @@ def test_status_and_submit_commands_answer_in_one_line(tmp_path, capsys):
     root = _status_run(tmp_path)
     assert main(["status", str(root), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["last_round"]["round"] == 2
+
+
+def test_stop_on_a_machine_without_slurm_still_ends_the_schedule_and_says_so(tmp_path, monkeypatch):
+    ctx = periodic_ctx(tmp_path)
+    _schedule(ctx, time.time() + 60)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    result = stop(str(ctx.run_dir))
+    assert result["cancelled"] == {} and (ctx.slurm_dir / STOP_FILE).exists()
+    assert "no squeue on this machine" in stop_message(result)
