@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -394,3 +395,15 @@ def test_stop_on_a_machine_without_slurm_still_ends_the_schedule_and_says_so(tmp
     result = stop(str(ctx.run_dir))
     assert result["cancelled"] == {} and (ctx.slurm_dir / STOP_FILE).exists()
     assert "no squeue on this machine" in stop_message(result)
+
+
+def test_status_of_a_plain_chain_reads_its_job_record(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    root = _status_run(tmp_path)
+    atomic_write_json(root / "slurm" / "jobs.json", {"jobs": {"train-round-0002": {"job_id": "9"},
+                                                              "refit-round-0002": {"job_id": "11"}}})
+    atomic_write_json(root / "slurm" / "status" / "train-round-0002.json", {"state": "completed"})
+    text = render_status(run_status(root))
+    assert "schedule: none (not submitted with --every)" in text
+    assert re.search(r"train-round-0002\s+9\s+completed", text) and re.search(r"refit-round-0002\s+11\s+unknown", text)
+    assert text.index("train-round-0002") < text.index("refit-round-0002")  # in submission order
