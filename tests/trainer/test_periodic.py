@@ -407,3 +407,19 @@ def test_status_of_a_plain_chain_reads_its_job_record(tmp_path, monkeypatch):
     assert "schedule: none (not submitted with --every)" in text
     assert re.search(r"train-round-0002\s+9\s+completed", text) and re.search(r"refit-round-0002\s+11\s+unknown", text)
     assert text.index("train-round-0002") < text.index("refit-round-0002")  # in submission order
+
+
+def test_dry_run_prints_the_first_periods_scripts_and_sbatch_lines(tmp_path, capsys):
+    from trainer.periodic import submit_every
+
+    recipe = _recipe_file(tmp_path)
+    assert submit_every(str(recipe), every="90s", dry_run=True) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# period 1 of quickstart, every 1m30s")
+    lines = [ln for ln in out.splitlines() if ln.startswith("sbatch ")]
+    assert [ln.split()[-1].rsplit("/", 1)[-1] for ln in lines] == [
+        "eval-round-0000.sbatch", "refit-round-0000.sbatch", "train-round-0001.sbatch", "eval-round-0001.sbatch",
+        "refit-round-0001.sbatch", "next-period-0001.sbatch"]
+    assert "--dependency=afterany:<refit-round-0001>" in lines[-1]
+    assert "trainer.cli.submit next-period" in out and "skip_if_round_skipped" in out
+    assert not (tmp_path / "run" / "slurm" / "schedule.json").exists()  # a dry run records nothing
