@@ -423,3 +423,18 @@ def test_dry_run_prints_the_first_periods_scripts_and_sbatch_lines(tmp_path, cap
     assert "--dependency=afterany:<refit-round-0001>" in lines[-1]
     assert "trainer.cli.submit next-period" in out and "skip_if_round_skipped" in out
     assert not (tmp_path / "run" / "slurm" / "schedule.json").exists()  # a dry run records nothing
+
+
+def test_periodic_scripts_are_valid_bash(tmp_path):
+    from trainer.sbatch import render_next
+
+    ctx = periodic_ctx(tmp_path)
+    for name, text in (("train", render_train(ctx, 2)), ("eval", render_eval(ctx, 2)), ("refit", render_refit(ctx, 2)),
+                       ("next", render_next(ctx, 3))):
+        path = tmp_path / f"{name}.sbatch"
+        path.write_text(text)
+        out = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
+        assert out.returncode == 0, f"{name}: {out.stderr}"
+    next_script = render_next(ctx, 3)
+    assert "JOB=next-period-0003" in next_script and '--period "$PERIOD"' in next_script
+    assert "--output=" in next_script and "next-period-0003-%j.out" in next_script
