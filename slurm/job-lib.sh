@@ -17,6 +17,8 @@ set_status() {  # STATE REASON
 }
 job_start() {
     stamp "$JOB starts: slurm job $(slurm_id) on $(hostname -s), restart ${SLURM_RESTART_COUNT:-0}"
+    JOB_STARTED="$SLURM_DIR/status/.$JOB.started"
+    touch "$JOB_STARTED"
     # A rerun of the job that stopped the chain clears its failure note.
     if [ -f "$SLURM_DIR/FAILED.md" ] && grep -qF "($JOB)" "$SLURM_DIR/FAILED.md"; then rm -f "$SLURM_DIR/FAILED.md"; fi
     set_status running "started"
@@ -60,6 +62,21 @@ on_exit() {
             write_failed "$JOB failed with exit code $rc"
         fi
     fi
+}
+# skip_if_round_skipped: in a period of `flywheel submit --every`, round $ROUND had nothing new: its
+# prepare wrote rounds/round-XXXX.skipped.json and no checkpoint. Record "skipped" and end the job
+# well, so the period's next job still runs (the round number is not consumed). The train job counts
+# only a record written since it started; eval and refit find the one their train job left.
+skip_if_round_skipped() {
+    local r4 skipped
+    r4=$(printf %04d "$ROUND")
+    skipped="$RUN_DIR/rounds/round-$r4.skipped.json"
+    [ -f "$RUN_DIR/rounds/round-$r4/manifest.json" ] && return 0
+    [ -f "$skipped" ] || return 0
+    if [ "${JOB%%-*}" = train ] && ! [ "$skipped" -nt "$JOB_STARTED" ]; then return 0; fi
+    set_status skipped "round $ROUND skipped: nothing new (rounds/round-$r4.skipped.json)"
+    stamp "round $ROUND skipped: nothing new since the last round; $JOB has nothing to do"
+    exit 0
 }
 # run_step CMD...: runs the step in the background so the traps fire while it runs; returns its code.
 run_step() {

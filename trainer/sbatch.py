@@ -41,6 +41,7 @@ class Context:
     workdir: Path      # absolute: jobs start here (relative paths in the recipe resolve as at submit)
     python: str        # interpreter when neither slurm.venv nor slurm.setup names one
     caps: Capabilities = field(default_factory=Capabilities)
+    periodic: bool = False  # a period of `flywheel submit --every`: a round with nothing new is skipped, not failed
 
     @property
     def slurm_dir(self) -> Path:
@@ -48,7 +49,8 @@ class Context:
 
 
 def stage_name(stage: str, r: int) -> str:
-    return f"{stage}-round-{r:04d}"
+    """The job's name in RUN_DIR/slurm/: train/eval/refit-round-XXXX; next-period-XXXX (a period, not a round)."""
+    return f"next-period-{r:04d}" if stage == "next" else f"{stage}-round-{r:04d}"
 
 
 def procs_per_node(recipe: Recipe) -> int:
@@ -75,10 +77,10 @@ def sbatch_lines(ctx: Context, stage: str, r: int) -> list[str]:
                   "--nodes=1", "--ntasks=1", f"--cpus-per-task={s.cpus_per_task}"]
         lines += ["--gpus-per-node=1"] if s.gpus_per_node else []
         lines += [f"--time={s.time_eval}", f"--signal=B:USR1@{s.signal_seconds}", "--requeue"]
-    else:  # refit: a few seconds of CPU
-        lines += [f"--output={logs}/{stage_name('refit', r)}-%j.out", "--nodes=1", "--ntasks=1",
+    else:  # refit, next (a period's last job): a few seconds of CPU
+        lines += [f"--output={logs}/{stage_name(stage, r)}-%j.out", "--nodes=1", "--ntasks=1",
                   "--cpus-per-task=1", f"--time={s.time_eval}", "--requeue"]
-    if s.mem is not None and stage != "refit":
+    if s.mem is not None and stage not in ("refit", "next"):
         lines.append(f"--mem={s.mem}")
     for key, flag in (("partition", "--partition"), ("account", "--account"), ("qos", "--qos")):
         if getattr(s, key):
@@ -132,10 +134,14 @@ def _train_steps(ctx: Context) -> str:
     if not ctx.caps.train_stages:  # a build without `--stage`: the whole round in one process tree
         return ('stamp "round $ROUND in one command (this build of flywheel train is not split in stages)"\n'
                 'run_step "${FLYWHEEL[@]}" train "$RECIPE" --round "$ROUND" || exit $?')
+    prepare = 'run_step "${FLYWHEEL[@]}" train "$RECIPE" --round "$ROUND" --stage prepare --quiet'
+    # A period of `submit --every` whose round has nothing new: prepare stops and records the skip;
+    # the job then ends well (the round's eval and refit are no-ops, the next period is queued).
+    prepare += ' || { rc=$?; skip_if_round_skipped; exit "$rc"; }' if ctx.periodic else ' || exit $?'
     return "\n".join([
         'export PY NNODES NPROC_PER_NODE HEAD_NODE RDZV_PORT RECIPE ROUND',
         'stamp "prepare: collect, ingest, select, build the dataset"',
-        'run_step "${FLYWHEEL[@]}" train "$RECIPE" --round "$ROUND" --stage prepare --quiet || exit $?',
+        prepare,
         '[ "$warned" = 1 ] && requeue_after_warning',
         'stamp "fit on $NNODES node(s) x $NPROC_PER_NODE process(es)"',
         _fit_command(ctx),
@@ -147,6 +153,11 @@ def _train_steps(ctx: Context) -> str:
         'stamp "finalize: checkpoint directory and manifest"',
         'run_step "${FLYWHEEL[@]}" train "$RECIPE" --round "$ROUND" --stage finalize --quiet || exit $?',
     ])
+
+
+def _skip_check(ctx: Context) -> str:
+    """Eval and refit of a period's round that was skipped (nothing new): a no-op that ends well."""
+    return "skip_if_round_skipped" if ctx.periodic else "# (not periodic: a round is never skipped)"
 
 
 def render_train(ctx: Context, r: int) -> str:
@@ -172,18 +183,26 @@ def render_eval(ctx: Context, r: int) -> str:
     return fill_template("eval.sbatch", {
         "sbatch_lines": "\n".join(sbatch_lines(ctx, "eval", r)), "experiment": ctx.recipe.experiment,
         "round": str(r), "round4": f"{r:04d}", "shards": str(ctx.recipe.slurm.eval_shards),
-        "common": common_block(ctx), "eval_command": _eval_command(ctx),
+        "common": common_block(ctx), "eval_command": _eval_command(ctx), "skip_check": _skip_check(ctx),
     })
 
 
 def render_refit(ctx: Context, r: int) -> str:
     return fill_template("refit.sbatch", {
         "sbatch_lines": "\n".join(sbatch_lines(ctx, "refit", r)), "experiment": ctx.recipe.experiment,
-        "round": str(r), "round4": f"{r:04d}", "common": common_block(ctx),
+        "round": str(r), "round4": f"{r:04d}", "common": common_block(ctx), "skip_check": _skip_check(ctx),
     })
 
 
-RENDER = {"train": render_train, "eval": render_eval, "refit": render_refit}
+def render_next(ctx: Context, period: int) -> str:
+    """The last job of period `period` of `flywheel submit --every`: queue the next period (unless stopped)."""
+    return fill_template("next.sbatch", {
+        "sbatch_lines": "\n".join(sbatch_lines(ctx, "next", period)), "experiment": ctx.recipe.experiment,
+        "period": str(period), "period4": f"{period:04d}", "common": common_block(ctx),
+    })
+
+
+RENDER = {"train": render_train, "eval": render_eval, "refit": render_refit, "next": render_next}
 
 
 def make_context(recipe: Recipe, caps: Capabilities | None = None, workdir: Path | None = None,

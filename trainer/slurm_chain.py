@@ -82,9 +82,13 @@ def alive_jobs() -> dict[str, str]:
     return jobs
 
 
-def sbatch_command(script: Path, after: list[str]) -> list[str]:
-    cmd = ["sbatch", "--parsable"]
-    if after:
+def sbatch_command(script: Path, after: list[str], begin: str | None = None, after_any: bool = False) -> list[str]:
+    """sbatch for one stage: afterok on `after` (the chain stops at a failure), or afterany (it runs
+    whatever they did: a period's last job); `begin` defers the start (sbatch --begin)."""
+    cmd = ["sbatch", "--parsable"] + ([f"--begin={begin}"] if begin else [])
+    if after and after_any:
+        cmd += [f"--dependency=afterany:{':'.join(after)}"]
+    elif after:
         cmd += [f"--dependency=afterok:{':'.join(after)}", "--kill-on-invalid-dep=yes"]
     return cmd + [str(script)]
 

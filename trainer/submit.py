@@ -84,6 +84,9 @@ def submit(recipe_path: str, overrides: list[str] = (), rounds: int | None = Non
         raise UserError("sbatch is not on PATH: run flywheel submit on a Slurm login node (or --dry-run to see the jobs)")
     require_loadable(recipe)  # on the login node, before the run directory is written or any job queued
     with _submit_lock(ctx):
+        from trainer.periodic import refuse_second_chain
+
+        refuse_second_chain(ctx)
         write_resolved(recipe, ctx.run_dir, fork=fork)
         from trainer.round import ensure_round0
 
