@@ -394,13 +394,24 @@ class ExperienceStore:
         """Read trajectory logs (files or folders) into one new batch. Appends only; records already
         stored (same content hash) count as duplicates; unusable records go to quarantine."""
         plan = sources.plan(paths, fmt)  # raises IngestError on missing paths / unknown format
+        return self.ingest_plan(plan, heldout, tag, redact)
+
+    def ingest_plan(self, plan: "sources.Plan", heldout: HeldoutSpec | None = None, tag: str = "",
+                    redact: bool = True, on_record=None, on_file=None, before_plan=None) -> IngestSummary:
+        """`ingest` of planned sources (sources.plan, or data_pipeline/live.py's new parts of live
+        logs). A batch is committed when it stores a trajectory or a quarantine entry, or when a
+        source carries a watermark row (a live log read on: committed with what it produced).
+        `on_record()` / `on_file(source)` are called after each record / file (progress bars);
+        `before_plan(store)`, when given, makes the plan under the store's lock and returns it."""
         try:
             with self._lock():
                 try:
                     self._clean_leftovers()
                     index = self._index()
                     spec = self._merge_heldout(heldout)
-                    return _Ingest(self, index, spec, redact, tag).run(plan)
+                    if before_plan is not None:
+                        plan = before_plan(self)
+                    return _Ingest(self, index, spec, redact, tag, on_record, on_file).run(plan)
                 except OSError as e:
                     if e.errno in _STORAGE_ERRNOS:
                         self._clean_leftovers(quiet=True)  # give back the space of the half-written batch
@@ -442,8 +453,10 @@ class ExperienceStore:
 class _Ingest:
     """One ingest call: reads every planned file, validates, redacts, dedupes, commits one batch."""
 
-    def __init__(self, store: ExperienceStore, index: _HashIndex, spec: HeldoutSpec, redact: bool, tag: str):
+    def __init__(self, store: ExperienceStore, index: _HashIndex, spec: HeldoutSpec, redact: bool, tag: str,
+                 on_record=None, on_file=None):
         self.store, self.index, self.spec, self.redact, self.tag = store, index, spec, redact, tag
+        self.on_record, self.on_file = on_record, on_file
         self.summary = IngestSummary()
         self.rows = _Rows()
         self.new_hashes: set[bytes] = set()
@@ -459,21 +472,26 @@ class _Ingest:
         source_rows = []
         for src in plan.files:
             counts = Counter()
-            file_sha = sha256_file(src.path)
+            file_sha = src.sha256 or sha256_file(src.path)
             s.formats[str(src.path)] = src.fmt
             for rec in src.read():
                 counts["read"] += 1
                 counts[self._one(rec, src, file_sha)] += 1
+                if self.on_record is not None:
+                    self.on_record()
             source_rows.append({"path": str(src.path), "sha256": file_sha, "format": src.fmt,
                                 "bytes": src.path.stat().st_size, **{k: counts[k] for k in
-                                                                     ("read", "accepted", "duplicates", "quarantined")}})
+                                                                     ("read", "accepted", "duplicates", "quarantined")},
+                                **(src.row or {})})
+            if self.on_file is not None:
+                self.on_file(src)
         s.read = s.accepted + s.duplicates + s.quarantined
         s.quarantine_reasons = dict(self.reasons)
         s.redactions = dict(self.redactions)
-        if len(self.rows) or self.quarantine_lines:
+        if len(self.rows) or self.quarantine_lines or any(src.row for src in plan.files):
             s.batch_id = self._commit(source_rows)
             if not len(self.rows):
-                s.batch_id = None  # only quarantine entries were new: no trajectory batch
+                s.batch_id = None  # only quarantine entries or watermarks were new: no trajectory batch
         return s
 
     def _one(self, rec: Record, src: "sources.Source", file_sha: str) -> str:

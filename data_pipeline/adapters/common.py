@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from . import HEAD_BYTES, Record, bad, parse_json_bytes
+from . import HEAD_BYTES, Record, bad, parse_json_bytes, window_lines, window_of
 
 
 def read_bytes(path: Path) -> bytes:
@@ -40,6 +40,12 @@ def load_document(path: Path) -> Any:
 
 def jsonl_objects(path: Path) -> Iterator[tuple[str, Any]]:
     """(locator, object or Record) per non-blank line; gzip-transparent."""
+    w = window_of(path)
+    if w is not None:  # only the new lines of a live log (data_pipeline/live.py)
+        for lineno, line in window_lines(path, w):
+            if line.strip():
+                yield f"line {lineno}", parse_json_bytes(f"line {lineno}", line)
+        return
     try:
         raw = read_bytes(path)
     except (OSError, EOFError) as e:
@@ -206,7 +212,7 @@ def read_records(path: Path, fn: Callable[[Any, Path, str], dict[str, Any]]) -> 
     mapped with `fn(record, path, locator)`."""
     with open(path, "rb") as f:
         first = head_text(path, f.read(64)).lstrip()[:1]
-    if first in ("[", "{"):
+    if first in ("[", "{") and window_of(path) is None:
         doc = load_document(path)
         if not isinstance(doc, Record):
             items = doc if isinstance(doc, list) else [doc]

@@ -17,6 +17,7 @@ from .common import (MappingError, head_text, openai_tool_calls, outcome_from_re
                      stable_id, text_of, token_fields, tools_to_openai)
 
 NAME = "openai"
+LINES = True  # a .jsonl of this format is one record per line: a live log is read from its watermark on
 _ROLE = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool",
          "function": "tool"}
 

@@ -13,6 +13,7 @@ from . import Record
 from .common import MappingError, head_text, outcome_from_reward, read_records, record_list, stable_id, tools_to_openai
 
 NAME = "sharegpt"
+LINES = True  # a .jsonl of this format is one record per line: a live log is read from its watermark on
 _ROLE = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system",
          "observation": "tool", "tool": "tool", "function": "tool"}
 
