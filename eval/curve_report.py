@@ -22,8 +22,8 @@ from eval.config import CurveConfig
 from eval.curve import LEVEL, CurveFit, CurvePoint, _json_safe, fit_curve, forecast_check, sigmoid_curve, window_sensitivity
 
 X_LABELS = {"hours": "cumulative interaction hours", "gpu_hours": "GPU-hours", "tokens": "tokens trained",
-            "round": "round"}
-X_UNITS = {"hours": "h", "gpu_hours": "GPU-h", "tokens": "tokens", "round": "rounds"}
+            "round": "round", "episodes": "episodes ingested"}
+X_UNITS = {"hours": "h", "gpu_hours": "GPU-h", "tokens": "tokens", "round": "rounds", "episodes": "episodes"}
 FORM_TEXT = {"edgebench": "EdgeBench S(t) = S_max / (1 + (t_mid / t)^beta)",
              "scalerl": "ScaleRL R(C) = R0 + (A - R0) / (1 + (C_mid / C)^B)"}
 # Without bootstrap intervals, midpoints within this factor of each other count as equal.
