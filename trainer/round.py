@@ -547,6 +547,8 @@ def train_command(recipe: Recipe, r: int | None = None, stage: str = "all", fork
             sel = prepare_round(recipe, run, r, progress=progress)
             return {"round": r, "stage": "prepare", "work_dir": str(run.work_dir(r)),
                     "rows": sel.rows if sel else None, "completed": sel is None}
+        if stage == "all" and run.manifest(r) is None:
+            prepare_round(recipe, run, r, progress=progress)  # nothing new: RoundSkipped before a W&B run opens
         with tracking.stage(recipe, run, "train", r):  # W&B train run (resumed after a preemption) + local record
             m = finalize_round(recipe, run, r) if stage == "finalize" else train_round(recipe, run, r, progress=progress)
     return {"round": r, "checkpoint": str(run.round_dir(r)),

@@ -212,3 +212,16 @@ def test_a_sigkill_in_the_middle_of_the_ingest_reruns_without_duplicates_or_loss
     assert len(tasks) == len(set(tasks)) == written  # every record once
     assert sum(store.manifest(b.batch_id)["read"] for b in store.batches(include_empty=True)) == written
     assert collect_logs(store, [str(logs)], progress=False)["read"] == 0
+
+
+def test_long_inputs_show_progress_unless_quiet(live, capsys):
+    store, logs = live
+    for k in range(25):  # many files: a bar on stderr
+        (logs / f"agent-{k:02d}.jsonl").write_text(lines(k))
+    collect_logs(store, [str(logs)], tag="wave-1", progress=False)
+    assert capsys.readouterr().err == ""
+    for k in range(25):
+        with open(logs / f"agent-{k:02d}.jsonl", "a") as out:
+            out.write(lines(100 + k))
+    assert collect_logs(store, [str(logs)], tag="wave-2", progress=True)["accepted"] == 25
+    assert "wave-2: 25 files" in capsys.readouterr().err
