@@ -2,7 +2,8 @@
 
 Layout of `root/`:
     store.json              format version and the held-out spec (merged on every change)
-    batches/batch-000001/   trajectories.parquet, quarantine.jsonl, manifest.json (written last)
+    batches/batch-000001/   trajectories.parquet, quarantine.jsonl, manifest.json (written last; its
+                            `sources` rows carry live logs' watermarks, see data_pipeline/live.py)
     index/                  content hashes of every stored trajectory and quarantined record, so a
                             new ingest dedupes without reading old batches
     .lock                   fcntl lock: concurrent ingests run one after the other

@@ -127,6 +127,29 @@ def iso_seconds(ts: Any) -> float | None:
     return None
 
 
+TIME_KEYS = (("started_at", "started_at"), ("ended_at", "ended_at"), ("duration_s", "duration_s"),
+             ("duration", "duration_s"))
+
+
+def record_times(rec: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+    """A log line's interaction time, the curve's x-axis: `started_at` / `ended_at` (epoch seconds
+    or ISO-8601; zone-less means UTC) and `duration_s` / `duration` (seconds), top-level or under
+    `metadata` (top-level wins). A value that is none of these is quarantined naming its field."""
+    out: dict[str, Any] = {}
+    for where, src in (("metadata.", meta), ("", rec)):
+        for key, field in TIME_KEYS:
+            v = src.get(key)
+            if v is None:
+                continue
+            seconds = (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and field == "duration_s"
+                       else iso_seconds(v) if field != "duration_s" else None)
+            if seconds is None or seconds != seconds or (field == "duration_s" and seconds < 0):
+                kind = "seconds >= 0" if field == "duration_s" else "epoch seconds or an ISO-8601 time"
+                raise MappingError(f"{where}{key}", f"expected {kind}, got {v!r}")
+            out[field] = seconds
+    return out
+
+
 def openai_tool_calls(calls: Any, where: str) -> list[dict[str, Any]]:
     """OpenAI `tool_calls` ({id, type, function: {name, arguments}}) or flat ({id, name,
     arguments}) -> canonical dicts. Arguments stay as given (a JSON string is parsed, and a broken

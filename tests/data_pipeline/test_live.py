@@ -225,3 +225,20 @@ def test_long_inputs_show_progress_unless_quiet(live, capsys):
             out.write(lines(100 + k))
     assert collect_logs(store, [str(logs)], tag="wave-2", progress=True)["accepted"] == 25
     assert "wave-2: 25 files" in capsys.readouterr().err
+
+
+def test_interaction_time_comes_from_the_logs_own_timestamps(live):
+    """OpenAI-format lines give their time as started_at/ended_at (ISO or epoch) or a duration,
+    top-level or in metadata; a malformed time is quarantined naming its field."""
+    store, logs = live
+    chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
+    rows = [{"messages": chat, "started_at": "2026-12-01T10:00:00Z", "ended_at": "2026-12-01T10:01:30Z"},
+            {"messages": chat + [{"role": "user", "content": "more"}], "metadata": {"duration_s": 12}},
+            {"messages": chat + [{"role": "user", "content": "again"}], "started_at": 100.0, "ended_at": 130.5},
+            {"messages": chat + [{"role": "user", "content": "when?"}], "started_at": "yesterday"}]
+    (logs / "chat.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = ingest(store, logs)
+    assert (out["accepted"], out["quarantined"]) == (3, 1)
+    assert store.stats()["interaction_hours"] * 3600 == pytest.approx(90 + 12 + 30.5)
+    (q,) = store.quarantine()
+    assert q["field"] == "started_at" and q["record"] == "line 4" and "yesterday" in q["reason"]
