@@ -106,6 +106,9 @@ def test_flywheel_run_stops_cleanly_on_a_round_with_nothing_new_and_resumes(tmp_
     assert "x-axis is episodes" in report and "no interaction time" in report
     curve = json.loads((run.curve / "curve.json").read_text())
     assert curve["x_axis"] == "episodes"
+    assert cli(["curve", str(run.root), "--json", "--quiet"]) == 1  # `flywheel curve` falls back alike (1: two points, no fit yet)
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["x_axis"] == "episodes" and "x-axis is episodes" in captured.err
 
     maze_logs(log, offset=100, n=4, timed=False)
     assert cli(["run", str(recipe_path), "--quiet"]) == 0
