@@ -4,6 +4,7 @@ stops there cleanly, resuming when logs arrive), logs without interaction time p
 episodes, recipe paths resolve against the recipe's folder, and a recipe without a collect section
 collects nothing."""
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -93,6 +94,7 @@ def test_when_empty_replay_trains_on_older_experience(tmp_path, tiny_model_dir):
     assert sel.new_batches == [] and sel.trajectories_used == 4 and sel.logs["read"] == 0
 
 
+@pytest.mark.slow  # two `flywheel run`s: 3 evaluations, 2 rounds; ~25 s of wall time on 2 busy cores
 def test_flywheel_run_stops_cleanly_on_a_round_with_nothing_new_and_resumes(tmp_path, tiny_model_dir, capsys):
     recipe_path = logs_recipe(tmp_path, tiny_model_dir, rounds=2)
     log = tmp_path / "logs" / "agent.jsonl"
@@ -179,3 +181,80 @@ def test_a_round_killed_after_its_ingest_still_counts_what_it_read(tmp_path, tin
     sel = prepare_round(recipe, run, 1, progress=False)
     assert (sel.logs["read"], sel.logs["accepted"], sel.logs["duplicates"]) == (7, 7, 0)
     assert sel.trajectories_used == 7 and len(sel.new_batches) == 2
+
+
+KILLED_PREPARE = r'''
+import sys, time
+from pathlib import Path
+from data_pipeline.adapters import flywheel
+from trainer.cli import main
+
+real_read, seen = flywheel.read, [0]
+
+def slow_read(path):  # the real adapter, stopping for good after `stop_after` records
+    for rec in real_read(path):
+        seen[0] += 1
+        if seen[0] == int(sys.argv[2]):
+            Path(sys.argv[3]).write_text("in the middle")
+            time.sleep(600)
+        yield rec
+
+flywheel.read = slow_read
+main(["train", sys.argv[1], "--round", "2", "--stage", "prepare", "--quiet"])
+'''
+
+
+@pytest.mark.slow  # three rounds and a killed `flywheel train` process: ~30 s of wall time on 2 busy cores
+def test_exactly_once_across_appends_rotation_a_half_line_and_a_killed_round(tmp_path, tiny_model_dir):
+    """Three waves of a deployment into a log folder, a round after each; round 2's ingest is
+    SIGKILLed midway (a real `flywheel train --stage prepare` process) and rerun. The store holds
+    every record once, and the rounds' manifests add up to what was written."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from data_pipeline.store import ExperienceStore
+    from paths import REPO
+
+    recipe_path = logs_recipe(tmp_path, tiny_model_dir, rounds=3)
+    recipe = load_recipe(recipe_path)
+    run = RunDir(recipe.run_path())
+    ensure_round0(recipe, run)
+    a, b = tmp_path / "logs" / "a.jsonl", tmp_path / "logs" / "b.jsonl"
+    written = maze_logs(a, offset=0, n=4)
+    fifth = maze_logs(tmp_path / "fifth.jsonl", offset=4, n=1)  # the line the agent is in the middle of writing
+    line = (tmp_path / "fifth.jsonl").read_text()
+    with open(a, "a") as f:
+        f.write(line[:40])
+    assert train_round(recipe, run, 1, progress=False).logs["read"] == 4
+
+    with open(a, "a") as f:  # wave 2: the line completed, one more, then the file rotated and new ones begun
+        f.write(line[40:])
+    written += fifth + maze_logs(a, offset=5, n=1)
+    os.rename(a, a.with_name("a.jsonl.1"))
+    written += maze_logs(a, offset=6, n=2) + maze_logs(b, offset=8, n=2)
+    marker = tmp_path / "marker"
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_PREPARE, str(recipe_path), "3", str(marker)],
+                            env=dict(os.environ, PYTHONPATH=str(REPO)), cwd=tmp_path)
+    try:
+        deadline = time.time() + 180
+        while not marker.exists():
+            assert proc.poll() is None and time.time() < deadline, "round 2's ingest never reached its third record"
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL and not run.work_dir(2).joinpath("selection.json").exists()
+    m2 = train_round(recipe, run, 2, progress=False)
+    assert (m2.logs["read"], m2.logs["accepted"], m2.logs["duplicates"], m2.logs["files"]) == (6, 6, 0, 3)
+
+    written += maze_logs(b, offset=10, n=1)  # wave 3: an append to an open file
+    m3 = train_round(recipe, run, 3, progress=False)
+    assert (m3.logs["read"], m3.logs["accepted"]) == (1, 1)
+
+    store = ExperienceStore(run.store)
+    episodes = store.table(columns=["episode_id"]).column("episode_id").to_pylist()
+    assert sorted(episodes) == sorted(d["episode_id"] for d in written) and len(set(episodes)) == 11
+    manifests = [run.manifest(r) for r in (1, 2, 3)]
+    assert sum(m.logs["read"] for m in manifests) == sum(m.logs["accepted"] for m in manifests) == len(written)
