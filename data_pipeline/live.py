@@ -220,45 +220,14 @@ def collect_logs(store, patterns: list[str], base_dir: str | Path | None = None,
     once: one batch holding the new trajectories, quarantine entries and the files' new watermarks.
     Returns {"files" (files with something new), "read", "accepted", "duplicates", "quarantined",
     "waiting_bytes" (half-written last lines), "batch_id" (None: no trajectory stored), "skipped"}."""
-    from tqdm.auto import tqdm
-
     seen: dict[str, Any] = {}
 
-    def plan(st) -> sources.Plan:
+    def plan(st) -> sources.Plan:  # under the store's lock: two ingests never read the same new bytes
         files, skipped = scan(st.root, patterns, base_dir, fmt)
-        seen["files"] = files
-        seen["skipped"] = skipped
+        seen.update(files=files, skipped=skipped)
         return sources.Plan(files=[lf.source() for lf in files if lf.new], skipped=skipped)
 
-    bar = None
-
-    def on_record() -> None:
-        nonlocal bar
-        if bar is not None:
-            seen["n"] = seen.get("n", 0) + 1
-            if seen["n"] % 500 == 0:
-                bar.set_postfix(records=seen["n"], refresh=False)
-
-    def on_file(src: sources.Source) -> None:
-        if bar is not None:
-            w = src.window
-            bar.update((w.end - w.start) if w else src.path.stat().st_size)
-
-    def planned(st) -> sources.Plan:
-        nonlocal bar
-        p = plan(st)
-        total = sum((s.window.end - s.window.start) if s.window else s.path.stat().st_size for s in p.files)
-        # a bar only for long inputs (many files or megabytes); --quiet silences it
-        if progress and (len(p.files) > 20 or total > 4 << 20):
-            bar = tqdm(total=total, unit="B", unit_scale=True, desc=f"{tag}: {len(p.files)} files", leave=False)
-        return p
-
-    try:
-        summary = store.ingest_plan(None, tag=tag, redact=redact, on_record=on_record, on_file=on_file,
-                                    before_plan=planned)
-    finally:
-        if bar is not None:
-            bar.close()
+    summary = store.ingest_plan(None, tag=tag, redact=redact, progress=progress, make_plan=plan)
     files = seen.get("files", [])
     return {"files": sum(1 for lf in files if lf.new), "read": summary.read, "accepted": summary.accepted,
             "duplicates": summary.duplicates, "quarantined": summary.quarantined,

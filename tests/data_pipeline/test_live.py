@@ -242,3 +242,16 @@ def test_interaction_time_comes_from_the_logs_own_timestamps(live):
     assert store.stats()["interaction_hours"] * 3600 == pytest.approx(90 + 12 + 30.5)
     (q,) = store.quarantine()
     assert q["field"] == "started_at" and q["record"] == "line 4" and "yesterday" in q["reason"]
+
+
+def test_flywheel_ingest_shows_progress_on_long_inputs_unless_quiet(tmp_path, capsys):
+    from trainer.cli import main as cli
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for k in range(25):
+        (logs / f"agent-{k:02d}.jsonl").write_text(lines(k))
+    assert cli(["ingest", str(logs), "--store", str(tmp_path / "quiet"), "--quiet"]) == 0
+    assert "25 files" not in capsys.readouterr().err
+    assert cli(["ingest", str(logs), "--store", str(tmp_path / "store")]) == 0
+    assert "ingest: 25 files" in capsys.readouterr().err
