@@ -15,8 +15,7 @@ class IngestConfig(Section):
     format: str = Field("auto", description="Log format of ingested files: auto or an adapter name")
     redact: bool = Field(True, description="Redact secrets (API keys, private keys, passwords, e-mails) before storing")
     heldout_suites: list[str] = Field(default_factory=list, description="Suites whose tasks never enter training data")
-    heldout_tasks_file: str | None = Field(None, description="File of held-out task ids, one per line (also suite:NAME and re:PATTERN lines), or JSON/YAML {task_ids, suites, patterns}")
-    sources: list[str] = Field(default_factory=list, description="External log files or folders ingested before round 1")
+    heldout_tasks_file: str | None = Field(None, description="File of held-out task ids, one per line (also suite:NAME and re:PATTERN lines), or JSON/YAML {task_ids, suites, patterns} (path relative to the recipe)")
 
 
 class DatasetConfig(Section):

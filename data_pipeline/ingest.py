@@ -19,11 +19,11 @@ def existing_store(root: str | Path):
 
 def ingest_logs(paths: list[str], store_dir: str | Path, fmt: str = "auto", heldout: str | None = None,
                 tag: str = "", redact: bool = True, score: str | None = None,
-                score_range: str | None = None) -> tuple[dict, str | None]:
+                score_range: str | None = None, progress: bool = False) -> tuple[dict, str | None]:
     """Ingest the files / folders `paths` into the store at `store_dir` (created if missing).
     Returns (the summary as a dict, why nothing was stored or None): the second is set when records
     were read and every one was quarantined. `score` / `score_range` are inspect logs' options
-    (NAME[:KEY], LO:HI)."""
+    (NAME[:KEY], LO:HI). `progress`: a bar on stderr for long inputs."""
     from .adapters import inspect_ai
     from .heldout import HeldoutSpec
     from .store import ExperienceStore
@@ -32,7 +32,7 @@ def ingest_logs(paths: list[str], store_dir: str | Path, fmt: str = "auto", held
     spec = HeldoutSpec.load(heldout) if heldout else None
     store = ExperienceStore(store_dir)
     with inspect_ai.score_options(scoring):
-        summary = store.ingest(paths, fmt=fmt, heldout=spec, tag=tag, redact=redact)
+        summary = store.ingest(paths, fmt=fmt, heldout=spec, tag=tag, redact=redact, progress=progress)
     d = summary.to_dict()
     if scoring.warnings:
         d["warnings"] = dict(scoring.warnings)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Iterator
 
 from . import adapters
-from .adapters import HEAD_BYTES, Record, bad
+from .adapters import HEAD_BYTES, LineWindow, Record, bad, line_window
 from .errors import IngestError
 
 _DOC_NAMES = ("license", "licence", "copying", "notice", "source.md", "readme", "index.md", "changelog", "authors")
@@ -23,6 +23,9 @@ _DATA_SUFFIXES = (".jsonl", ".json", ".traj", ".eval", ".ndjson", ".gz")
 class Source:
     path: Path
     fmt: str
+    window: LineWindow | None = None  # a live log: only these bytes (its new complete lines) are read
+    sha256: str | None = None  # a live log: the hash identifying what is read (else the file's sha256)
+    row: dict | None = None  # a live log: extra keys of its row in the batch manifest (its new watermark)
 
     def read(self) -> Iterator[Record]:
         mod = adapters.formats().get(self.fmt)
@@ -30,7 +33,11 @@ class Source:
             yield bad("file", "<format>", f"no adapter recognises this file (tried: {', '.join(adapters.formats())})")
             return
         try:
-            yield from mod.read(self.path)
+            if self.window is None:
+                yield from mod.read(self.path)
+            else:
+                with line_window(self.path, self.window):
+                    yield from mod.read(self.path)
         except OSError as e:
             yield bad("file", "<file>", f"cannot read: {e}")
 

@@ -2,7 +2,8 @@
 
 Layout of `root/`:
     store.json              format version and the held-out spec (merged on every change)
-    batches/batch-000001/   trajectories.parquet, quarantine.jsonl, manifest.json (written last)
+    batches/batch-000001/   trajectories.parquet, quarantine.jsonl, manifest.json (written last; its
+                            `sources` rows carry live logs' watermarks, see data_pipeline/live.py)
     index/                  content hashes of every stored trajectory and quarantined record, so a
                             new ingest dedupes without reading old batches
     .lock                   fcntl lock: concurrent ingests run one after the other
@@ -390,17 +391,29 @@ class ExperienceStore:
 
     # -- writing ---------------------------------------------------------------------------------
     def ingest(self, paths: list[str | Path], fmt: str = "auto", heldout: HeldoutSpec | None = None,
-               tag: str = "", redact: bool = True) -> IngestSummary:
+               tag: str = "", redact: bool = True, progress: bool = False) -> IngestSummary:
         """Read trajectory logs (files or folders) into one new batch. Appends only; records already
-        stored (same content hash) count as duplicates; unusable records go to quarantine."""
+        stored (same content hash) count as duplicates; unusable records go to quarantine.
+        `progress`: a bar on stderr for long inputs (many files or megabytes)."""
         plan = sources.plan(paths, fmt)  # raises IngestError on missing paths / unknown format
+        return self.ingest_plan(plan, heldout, tag, redact, progress=progress)
+
+    def ingest_plan(self, plan: "sources.Plan | None", heldout: HeldoutSpec | None = None, tag: str = "",
+                    redact: bool = True, progress: bool = False, make_plan=None) -> IngestSummary:
+        """`ingest` of planned sources (sources.plan, or data_pipeline/live.py's new parts of live
+        logs). A batch is committed when it stores a trajectory or a quarantine entry, or when a
+        source carries a watermark row (a live log read on: committed with what it produced).
+        `make_plan(store)`, when given, makes the plan under the store's lock (instead of `plan`)."""
         try:
             with self._lock():
                 try:
                     self._clean_leftovers()
                     index = self._index()
                     spec = self._merge_heldout(heldout)
-                    return _Ingest(self, index, spec, redact, tag).run(plan)
+                    if make_plan is not None:
+                        plan = make_plan(self)
+                    with _ProgressBar(plan, tag or "ingest", progress) as bar:
+                        return _Ingest(self, index, spec, redact, tag, bar).run(plan)
                 except OSError as e:
                     if e.errno in _STORAGE_ERRNOS:
                         self._clean_leftovers(quiet=True)  # give back the space of the half-written batch
@@ -439,11 +452,55 @@ class ExperienceStore:
         return f"batch-{last + 1:06d}"
 
 
+class _ProgressBar:
+    """A bar on stderr over the bytes of a long ingest (over 20 files or 4 MiB), its postfix the
+    records read; nothing for short inputs or when not enabled (--quiet)."""
+
+    FILES, BYTES = 20, 4 << 20
+
+    def __init__(self, plan: "sources.Plan", desc: str, enabled: bool):
+        self.bar, self.records = None, 0
+        if not enabled:
+            return
+        total = sum(self._bytes(src) for src in plan.files)
+        if len(plan.files) > self.FILES or total > self.BYTES:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, unit="B", unit_scale=True, desc=f"{desc}: {len(plan.files)} files",
+                            leave=False)
+
+    @staticmethod
+    def _bytes(src: "sources.Source") -> int:
+        if src.window is not None:
+            return src.window.end - src.window.start
+        try:
+            return src.path.stat().st_size
+        except OSError:
+            return 0
+
+    def record(self) -> None:
+        self.records += 1
+        if self.bar is not None and self.records % 500 == 0:
+            self.bar.set_postfix(records=self.records, refresh=False)
+
+    def file(self, src: "sources.Source") -> None:
+        if self.bar is not None:
+            self.bar.update(self._bytes(src))
+
+    def __enter__(self) -> "_ProgressBar":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 class _Ingest:
     """One ingest call: reads every planned file, validates, redacts, dedupes, commits one batch."""
 
-    def __init__(self, store: ExperienceStore, index: _HashIndex, spec: HeldoutSpec, redact: bool, tag: str):
-        self.store, self.index, self.spec, self.redact, self.tag = store, index, spec, redact, tag
+    def __init__(self, store: ExperienceStore, index: _HashIndex, spec: HeldoutSpec, redact: bool, tag: str,
+                 bar: "_ProgressBar"):
+        self.store, self.index, self.spec, self.redact, self.tag, self.bar = store, index, spec, redact, tag, bar
         self.summary = IngestSummary()
         self.rows = _Rows()
         self.new_hashes: set[bytes] = set()
@@ -459,21 +516,24 @@ class _Ingest:
         source_rows = []
         for src in plan.files:
             counts = Counter()
-            file_sha = sha256_file(src.path)
+            file_sha = src.sha256 or sha256_file(src.path)
             s.formats[str(src.path)] = src.fmt
             for rec in src.read():
                 counts["read"] += 1
                 counts[self._one(rec, src, file_sha)] += 1
+                self.bar.record()
             source_rows.append({"path": str(src.path), "sha256": file_sha, "format": src.fmt,
                                 "bytes": src.path.stat().st_size, **{k: counts[k] for k in
-                                                                     ("read", "accepted", "duplicates", "quarantined")}})
+                                                                     ("read", "accepted", "duplicates", "quarantined")},
+                                **(src.row or {})})
+            self.bar.file(src)
         s.read = s.accepted + s.duplicates + s.quarantined
         s.quarantine_reasons = dict(self.reasons)
         s.redactions = dict(self.redactions)
-        if len(self.rows) or self.quarantine_lines:
+        if len(self.rows) or self.quarantine_lines or any(src.row for src in plan.files):
             s.batch_id = self._commit(source_rows)
             if not len(self.rows):
-                s.batch_id = None  # only quarantine entries were new: no trajectory batch
+                s.batch_id = None  # only quarantine entries or watermarks were new: no trajectory batch
         return s
 
     def _one(self, rec: Record, src: "sources.Source", file_sha: str) -> str:

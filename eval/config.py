@@ -9,7 +9,7 @@ from data_pipeline.config import Section
 
 
 class SuiteConfig(Section):
-    name: str = Field(..., description="Built-in suite name (maze, ...); eval also takes an external suite YAML path")
+    name: str = Field(..., description="Built-in suite name (maze, ...); eval also takes an external suite YAML path (relative to the recipe)")
     difficulty: int = Field(1, ge=1, le=50, description="Difficulty knob: sets the task size and horizon")
     episodes: int = Field(100, ge=1, description="Tasks: eval = held-out tasks per checkpoint; collect = training tasks per round (new seeds every round)")
     samples_per_task: int = Field(
@@ -26,8 +26,17 @@ class PolicyConfig(Section):
 
 class CollectConfig(Section):
     suites: list[SuiteConfig] = Field(
-        default_factory=lambda: [SuiteConfig(name="maze", difficulty=3, episodes=64)],
-        description="Training-task suites the current policy acts on each round (episodes = per round)",
+        default_factory=list,
+        description="Training-task suites the current policy acts on each round (episodes = per round); none by default",
+    )
+    logs: list[str] = Field(
+        default_factory=list,
+        description="Live logs: folders, files or globs (relative to the recipe) whose new records are ingested at the "
+        "start of every round, each record once (per-file watermarks in the store; a half-written last line waits)",
+    )
+    when_empty: Literal["skip", "replay"] = Field(
+        "skip", description="A round with nothing new in the store: skip it (the run stops there and resumes when "
+        "new logs arrive) or replay: train on the older experience again (data.replay_ratio of it)"
     )
     policy: PolicyConfig = Field(default_factory=PolicyConfig, description="Acting policy during collection")
     hours_per_round: float | None = Field(
@@ -48,7 +57,9 @@ class EvalConfig(Section):
 
 class CurveConfig(Section):
     form: Literal["edgebench", "scalerl"] = Field("scalerl", description="Curve form: edgebench S(t) or scalerl R(C)")
-    x: Literal["hours", "gpu_hours", "tokens", "round"] = Field("hours", description="x-axis of the fit")
+    x: Literal["hours", "gpu_hours", "tokens", "round", "episodes"] = Field(
+        "hours", description="x-axis of the fit (hours: interaction time; where the logs give none, episodes and the report says so)"
+    )
     metric: Literal["success_rate", "mean_score"] = Field("success_rate", description="Held-out metric on the y-axis")
     horizon_hours: float = Field(2.0, gt=0, description="Learning speed = gain after this much interaction (x units)")
     target_score: float | None = Field(None, ge=0, le=1, description="Report the interaction time needed to reach this score")

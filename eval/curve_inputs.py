@@ -73,6 +73,8 @@ def _round_point(round_dir: Path, x_axis: str, metric: str | None, arm: str) -> 
     manifest = CheckpointManifest.from_dict(_read_json(manifest_path))
     summary = EvalSummary.from_dict(_read_json(summary_path))
     key = metric or ("mean_score" if summary.mean_score is not None else "success_rate")
+    if x_axis == "episodes" and manifest.cumulative_episodes is None and manifest.round == 0:
+        manifest.cumulative_episodes = 0  # the base checkpoint, written without the key
     point = CurvePoint(x=_number(manifest, X_FIELDS[x_axis], manifest_path), score=_number(summary, key, summary_path),
                        arm=arm, label=f"round-{int(_number(manifest, 'round', manifest_path))}",
                        date=parse_date(manifest.date, f"{manifest_path}: field 'date'"))
@@ -121,6 +123,22 @@ def points_from_run(run_dir: Path, x_axis: str = "hours", metric: str | None = N
         else:
             points.append(point)
     return points, notes
+
+
+def run_axis(run_dir: Path, x_axis: str) -> tuple[str, str | None]:
+    """The x-axis a run's curve uses, and why when it is not `x_axis`: interaction hours fall back to
+    episodes (cumulative trajectories ingested) where the rounds trained on trajectories but none
+    carried an interaction time (logs without start/end times or durations)."""
+    if x_axis != "hours":
+        return x_axis, None
+    trained = [m for d in sorted(Path(run_dir).glob("rounds/round-*")) if d.is_dir()
+               for m in [CheckpointManifest.read(d)] if m is not None and (m.round or 0) > 0]
+    if (trained and all(not m.cumulative_interaction_hours for m in trained)
+            and any(m.cumulative_episodes for m in trained)):
+        return "episodes", ("the x-axis is episodes (cumulative trajectories ingested), not interaction hours: "
+                            "the trajectories carry no interaction time (no started_at/ended_at or duration in "
+                            "the logs), so every round's interaction time is 0")
+    return x_axis, None
 
 
 def points_from_csv(path: Path) -> dict[str, list[CurvePoint]]:

@@ -22,8 +22,8 @@ from eval.config import CurveConfig
 from eval.curve import LEVEL, CurveFit, CurvePoint, _json_safe, fit_curve, forecast_check, sigmoid_curve, window_sensitivity
 
 X_LABELS = {"hours": "cumulative interaction hours", "gpu_hours": "GPU-hours", "tokens": "tokens trained",
-            "round": "round"}
-X_UNITS = {"hours": "h", "gpu_hours": "GPU-h", "tokens": "tokens", "round": "rounds"}
+            "round": "round", "episodes": "episodes ingested"}
+X_UNITS = {"hours": "h", "gpu_hours": "GPU-h", "tokens": "tokens", "round": "rounds", "episodes": "episodes"}
 FORM_TEXT = {"edgebench": "EdgeBench S(t) = S_max / (1 + (t_mid / t)^beta)",
              "scalerl": "ScaleRL R(C) = R0 + (A - R0) / (1 + (C_mid / C)^B)"}
 # Without bootstrap intervals, midpoints within this factor of each other count as equal.
@@ -392,13 +392,17 @@ def curve_inputs(run_dirs: list[Path], points: Path | None = None, settings: dic
     CSV `points` holds them all. `recipe_curves[i]` is run_dirs[i]'s recipe curve section ({} for a
     run without one); the first run's sets the fit, each run's own `metric` picks its score unless
     `metric` is given (without either: the summary's mean score when present, else success rate)."""
-    from eval.curve_inputs import CurveInputError, points_from_csv, points_from_run
+    from eval.curve_inputs import CurveInputError, points_from_csv, points_from_run, run_axis
     recipe_curves = list(recipe_curves) or [{} for _ in run_dirs]
     cfg = curve_settings(recipe_curves[0] if run_dirs else {}, settings or {})
     if points is not None:
         return cfg, points_from_csv(points), []
     by_arm: dict[str, list[CurvePoint]] = {}
     notes: list[str] = []
+    axes = [run_axis(d, cfg.x) for d in run_dirs] if (settings or {}).get("x") is None else []
+    if axes and all(axis != cfg.x for axis, _ in axes):  # logs without interaction time, as the run's report
+        cfg = cfg.model_copy(update={"x": axes[0][0]})
+        notes.append(f"{axes[0][1]} (--x chooses another axis)")
     for run_dir, recipe_curve in zip(run_dirs, recipe_curves):
         arm = run_dir.resolve().name
         if arm in by_arm:

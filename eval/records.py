@@ -96,6 +96,9 @@ class CheckpointManifest(Record):
     gpu_hours: float | None = None  # GPU-hours of training up to this checkpoint
     tokens_trained: int | None = None  # tokens, summed over all rounds so far
     trajectories_used: int = 0  # trajectories in this round's training data
+    # trajectories ingested up to this checkpoint (the x-axis where logs carry no interaction time);
+    # no key in manifests written before it existed (round 0 reads as 0)
+    cumulative_episodes: int | None = optional_key()
     metrics: dict[str, Any] = dataclasses.field(default_factory=dict)  # the fit's numbers (train_loss, steps, ...)
     date: float | str | None = optional_key()  # optional, added by hand: days, or an ISO date
 
@@ -107,7 +110,8 @@ class CheckpointManifest(Record):
 
 
 # the curve's x-axes, by the manifest field that gives them
-X_FIELDS = {"hours": HOURS, "gpu_hours": "gpu_hours", "tokens": "tokens_trained", "round": "round"}
+X_FIELDS = {"hours": HOURS, "gpu_hours": "gpu_hours", "tokens": "tokens_trained", "round": "round",
+            "episodes": "cumulative_episodes"}
 
 
 # ---- the evaluation summary ---------------------------------------------------------------------

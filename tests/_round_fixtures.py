@@ -24,12 +24,11 @@ def write_maze_episodes(path: Path, per_difficulty: int = 16, difficulties=(1, 2
 
 
 def write_recipe(path: Path, run_dir: Path, episodes: Path, **train) -> Path:
-    """A recipe whose round 1 trains on `episodes` (ingested as an external source)."""
+    """A recipe whose round 1 trains on `episodes` (a live log, ingested at the start of round 1)."""
     doc = {
         "experiment": "roundtest", "seed": 0, "run_dir": str(run_dir),
         "model": {"name_or_path": "tiny"},
-        "collect": {"suites": []},
-        "ingest": {"sources": [str(episodes)]},
+        "collect": {"suites": [], "logs": [str(episodes)]},
         "data": {"success_only": False},
         "train": {"method": "sft", "rounds": 1, "learning_rate": 5e-3, "epochs": 1, "batch_size": 8,
                   "max_length": 512, "save_steps": 2, "lora": {"r": 8, "alpha": 16}, **train},

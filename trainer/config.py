@@ -82,9 +82,11 @@ TrainConfig = create_model(
     **{name: (method.Config, Field(default_factory=method.Config, description=method.Config.__doc__.strip()))
        for name, method in METHODS.items()},
 )
-# Keys that moved into a method's section: a recipe still using the old key is told the new one.
+# Keys that moved (into a method's section, ingest.sources to collect.logs): a recipe still using
+# the old key is told the new one.
 MOVED_KEYS = {("train", "packing"): ("train", "sft", "packing"),
-              ("train", "grpo_generations"): ("train", "grpo", "generations")}
+              ("train", "grpo_generations"): ("train", "grpo", "generations"),
+              ("ingest", "sources"): ("collect", "logs")}
 
 
 class WandbConfig(Section):

@@ -5,6 +5,8 @@ training tasks (canonical JSONL) -> ingest into the experience store -> one trai
 selected experience -> evaluation of the new checkpoint on the held-out suites -> the point
 (cumulative interaction hours, held-out success) joins the curve, which is refitted, and the
 report is rewritten. Every stage is resumable: rerunning the command continues where it stopped.
+A round with nothing new (collect.logs brought nothing, no suite to collect from) stops the run
+with a message (trainer.round.RoundSkipped); rerun once new logs have arrived.
 """
 from __future__ import annotations
 
@@ -16,7 +18,9 @@ from trainer import tracking
 from trainer.model_check import require_loadable
 from trainer.recipe import Recipe, load_recipe
 from trainer.recipe_fork import write_resolved
-from trainer.round import checkpoint_paths, checkpoint_policy, ensure_round0, load_options, train_round
+from trainer.common import set_progress
+from trainer.round import (RoundSkipped, checkpoint_paths, checkpoint_policy, ensure_round0, load_options,
+                           prepare_round, train_round)
 from trainer.rundir import RunDir
 
 
@@ -41,10 +45,15 @@ def refresh_curve_and_report(recipe: Recipe, run: RunDir) -> dict:
     from eval.curve_report import write_curve_outputs
     from eval.report import write_report
 
-    points, _ = points_from_run(run.root, recipe.curve.x, recipe.curve.metric, arm=recipe.experiment)
-    result = write_curve_outputs({recipe.experiment: points}, run.curve, recipe.curve,
+    from eval.curve_inputs import run_axis
+
+    axis, why = run_axis(run.root, recipe.curve.x)  # logs without interaction time: episodes instead of hours
+    cfg = recipe.curve if axis == recipe.curve.x else recipe.curve.model_copy(update={"x": axis})
+    points, _ = points_from_run(run.root, axis, recipe.curve.metric, arm=recipe.experiment)
+    result = write_curve_outputs({recipe.experiment: points}, run.curve, cfg,
                                  title=f"{recipe.experiment}: held-out {recipe.curve.metric}")
-    write_report(run.root, f"flywheel run: {recipe.experiment}", result.get("markdown", ""))
+    write_report(run.root, f"flywheel run: {recipe.experiment}", result.get("markdown", ""),
+                 extra=[f"Curve axis: {why}.", ""] if why else [])
     return result
 
 
@@ -61,6 +70,13 @@ def run_experiment(recipe: Recipe, fork: bool = False, progress: bool = True) ->
         tracking.log_curve(recipe, run, 0)
         for r in range(1, recipe.train.rounds + 1):
             t0 = time.time()
+            if run.manifest(r) is None:
+                set_progress(progress)
+                try:  # collect and ingest first: a round with nothing new stops the run here, cleanly
+                    prepare_round(recipe, run, r, progress=progress)
+                except RoundSkipped as e:
+                    print(str(e), flush=True)
+                    return run
             with tracking.stage(recipe, run, "train", r):
                 train_round(recipe, run, r, progress=progress)
             with tracking.stage(recipe, run, "eval", r):

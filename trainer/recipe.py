@@ -47,7 +47,7 @@ class Recipe(Section):
     experiment: str = Field(..., description="Experiment name (W&B group, run directory name)")
     base: str | None = Field(None, description="Base recipe this one changes (path relative to this file)")
     seed: int = Field(0, description="Seed of every random choice in the run")
-    run_dir: str | None = Field(None, description="Run directory (default runs/<experiment>, relative to the working directory)")
+    run_dir: str | None = Field(None, description="Run directory (default runs/<experiment>); unlike the other paths of a recipe, relative to the working directory")
     model: ModelConfig = Field(..., description="Base model")
     ingest: IngestConfig = Field(default_factory=IngestConfig, description="Ingest of trajectories")
     data: DatasetConfig = Field(default_factory=DatasetConfig, description="Data selection per round")
@@ -355,12 +355,29 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         key_path = apply_override(data, text)
         sources.append(Layer(label=f"override '{text}'", lines={key_path: None}, leaves={key_path}))
     recipe = _validate(data, sources, str(path))
-    template = recipe.model.chat_template
-    if template and not Path(template).expanduser().is_absolute():  # relative to the recipe file
-        recipe.model.chat_template = str((path.parent / template).resolve())
+    _resolve_paths(recipe, path.parent)
     recipe._sources = [s.label for s in sources]
     recipe._layers = sources
     return recipe
+
+
+def _resolve_paths(recipe: Recipe, folder: Path) -> None:
+    """Paths in a recipe (and its overrides) are relative to the recipe file's folder: the chat
+    template, the held-out task file, external suite .yaml files and the live logs. run_dir stays
+    relative to the working directory."""
+    def resolved(p: str) -> str:
+        q = Path(p).expanduser()
+        return p if q.is_absolute() else os.path.normpath(Path(folder).resolve() / q)
+
+    if recipe.model.chat_template:
+        recipe.model.chat_template = resolved(recipe.model.chat_template)
+    if recipe.ingest.heldout_tasks_file:
+        recipe.ingest.heldout_tasks_file = resolved(recipe.ingest.heldout_tasks_file)
+    for suite in [*recipe.eval.suites, *recipe.collect.suites]:
+        if suite.name.endswith((".yaml", ".yml")):
+            suite.name = resolved(suite.name)
+    if recipe.collect.logs:
+        recipe.collect.logs = [resolved(p) for p in recipe.collect.logs]
 
 # ---------------------------------------------------------------- the run directory's resolved recipe
 

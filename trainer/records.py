@@ -25,6 +25,9 @@ class RoundManifest(CheckpointManifest):
     batches_seen: list[str] = dataclasses.field(default_factory=list)  # every store batch when the data was selected
     new_batches: list[str] = dataclasses.field(default_factory=list)  # the batches new since the parent
     interaction_hours_new: float = 0.0  # hours of interaction in the new batches
+    # collect.logs of this round: {"files", "read", "accepted", "duplicates", "quarantined", "waiting_bytes",
+    # "batch_id"}; no key when the recipe has no collect.logs
+    logs: dict | None = optional_key()
     learning_rate: float | None = optional_key()  # this round's learning rate (no key in round 0)
     gpu_hours: float | None = 0.0  # GPU-hours of training up to this checkpoint
     tokens_trained: int | None = 0  # tokens, summed over all rounds so far
@@ -64,6 +67,8 @@ class DataSelection(Record):
     interaction_hours_new: float  # hours in the new batches
     started_at: float  # unix time the round's prepare started, s
     prepare_s: float  # seconds prepare took
+    cumulative_episodes: int | None = optional_key()  # trajectories in the whole store (the curve's episodes axis)
+    logs: dict | None = optional_key()  # what collect.logs read this round (RoundManifest.logs); None without it
 
     def write(self, work_dir: str | Path) -> Path:
         path = Path(work_dir) / self.FILE

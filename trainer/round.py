@@ -1,8 +1,12 @@
 """One round: (parent checkpoint, data selection, recipe, seed) -> new checkpoint.
 
-1. collect: the parent policy acts on fresh training tasks; episodes -> experience/round-XXXX.jsonl
+1. collect: what is new in the live logs (collect.logs) goes into the experience store, each record
+            once; the parent policy acts on fresh training tasks (collect.suites), episodes ->
+            experience/round-XXXX.jsonl
 2. ingest:  that file goes into the experience store (deduplicated, redacted, held-out guarded)
-3. select:  every store batch new since the parent's round + a replay sample of older ones
+3. select:  every store batch new since the parent's round + a replay sample of older ones; with
+            nothing new the round is skipped (RoundSkipped, rounds/round-XXXX.skipped.json) unless
+            collect.when_empty is replay
 4. train:   the method's module (trainer/methods/) drives TRL's trainer on the built dataset (LoRA)
 5. save:    adapter + manifest.json, written atomically as rounds/round-XXXX/
 
@@ -170,10 +174,44 @@ def _spent_to(trajs: list, budget_s: float, first: int) -> bool:
     return False
 
 
-def ingest_sources(recipe: Recipe, store: ExperienceStore) -> None:
-    """External logs named by the recipe go in before round 1 (a rerun adds nothing twice)."""
-    if recipe.ingest.sources:
-        store.ingest(recipe.ingest.sources, fmt=recipe.ingest.format, tag="sources", redact=recipe.ingest.redact)
+def logs_tag(r: int) -> str:
+    """The store tag of the batches that round r's `collect.logs` ingest committed."""
+    return f"logs/round-{r:04d}"
+
+
+def collect_logs(recipe: Recipe, store: ExperienceStore, r: int, progress: bool = True) -> dict | None:
+    """`collect.logs`: what is new in the live logs since the previous round goes into the store,
+    each record once (data_pipeline/live.py). Returns the round's counts (every batch its attempts
+    committed, so a rerun after a kill still counts what the first attempt stored), or None when
+    the recipe names no logs."""
+    if not recipe.collect.logs:
+        return None
+    from data_pipeline.live import collect_logs as ingest_new, tagged_counts
+
+    now = ingest_new(store, recipe.collect.logs, fmt=recipe.ingest.format, tag=logs_tag(r),
+                     redact=recipe.ingest.redact, progress=progress)
+    counts = tagged_counts(store, logs_tag(r)) or {k: 0 for k in ("files", "read", "accepted", "duplicates",
+                                                                  "quarantined")} | {"batch_id": None}
+    return {**counts, "waiting_bytes": now["waiting_bytes"]}
+
+
+class RoundSkipped(UserError):
+    """A round with nothing new to learn from (collect.when_empty: skip): no round number is used;
+    rounds/round-XXXX.skipped.json says why until the round completes."""
+
+
+def skipped_path(run: RunDir, r: int) -> Path:
+    return run.root / "rounds" / f"round-{r:04d}.skipped.json"
+
+
+def _skip(recipe: Recipe, run: RunDir, r: int, why: str) -> RoundSkipped:
+    where = (f"looked in collect.logs ({', '.join(recipe.collect.logs)})" if recipe.collect.logs
+             else "collect.logs names no logs")
+    suites = "" if recipe.collect.suites else " and collect.suites is empty"
+    reason = f"round {r}: nothing new to train on: {why}; {where}{suites}"
+    atomic_write_json(skipped_path(run, r), {"round": r, "reason": reason, "at": time.time()})
+    return RoundSkipped(f"{reason}. Round {r} is skipped (recorded in {skipped_path(run, r)}); rerun when new "
+                        "logs have arrived, or set collect.when_empty=replay to train on older experience")
 
 
 # ---- 3. select -----------------------------------------------------------------------------------
@@ -194,6 +232,11 @@ def select_data(store: ExperienceStore, parent: RoundManifest, replay_ratio: flo
     hours = sum(b.interaction_s for b in batches) / 3600.0
     new_hours = sum(b.interaction_s for b in batches if b.batch_id in set(new)) / 3600.0
     return trajs, used, [b.batch_id for b in batches], new, hours, new_hours
+
+
+def store_episodes(store: ExperienceStore) -> int:
+    """Trajectories in the store (the curve's episodes axis)."""
+    return sum(b.count for b in store.batches())
 
 
 # ---- 4-5. the stages of `flywheel train`: prepare -> fit -> finalize ---------------------------
@@ -250,12 +293,20 @@ def prepare_round(recipe: Recipe, run: RunDir, r: int, progress: bool = True) ->
     quiet_libraries()
     t0 = time.time()
     store = open_store(recipe, run)
-    ingest_sources(recipe, store)
+    logs = collect_logs(recipe, store, r, progress)
     collected = collect(recipe, run, r, parent, progress)
     if collected is not None:
         store.ingest([collected], fmt="flywheel", tag=f"round-{r:04d}", redact=recipe.ingest.redact)
     seed = round_seed(recipe, r)
     trajs, used, seen, new, hours, new_hours = select_data(store, parent, recipe.data.replay_ratio, seed)
+    if not new:  # nothing reached the store since the parent's round
+        if recipe.collect.when_empty == "skip":
+            raise _skip(recipe, run, r, f"no trajectory reached the store since round {r - 1}"
+                        + (f" ({logs['read']} log records read, {logs['duplicates']} already stored, "
+                           f"{logs['quarantined']} quarantined)" if logs and logs["read"] else ""))
+        if not trajs:
+            raise _skip(recipe, run, r, "collect.when_empty is replay but no older experience was selected "
+                        f"(data.replay_ratio={recipe.data.replay_ratio})")
     leaked = [t.task_id for t in trajs if store.heldout.matches(t)]
     if leaked:
         raise UserError(f"held-out tasks reached round {r}'s data: {leaked[:5]}")
@@ -284,7 +335,7 @@ def prepare_round(recipe: Recipe, run: RunDir, r: int, progress: bool = True) ->
         reference_adapter=str(reference_adapter) if reference_adapter else None,
         seed=seed, rows=len(dataset), store_batches=used, batches_seen=seen, new_batches=new,
         trajectories_used=len(trajs), cumulative_interaction_hours=hours, interaction_hours_new=new_hours,
-        started_at=t0, prepare_s=time.time() - t0)
+        started_at=t0, prepare_s=time.time() - t0, cumulative_episodes=store_episodes(store), logs=logs)
     selection.write(work)  # written last: its presence means "prepared"
     return selection
 
@@ -390,7 +441,7 @@ def finalize_round(recipe: Recipe, run: RunDir, r: int) -> RoundManifest:
         method=sel.method, store_batches=sel.store_batches, batches_seen=sel.batches_seen,
         new_batches=sel.new_batches, trajectories_used=sel.trajectories_used,
         cumulative_interaction_hours=sel.cumulative_interaction_hours, interaction_hours_new=sel.interaction_hours_new,
-        learning_rate=metrics["learning_rate"],
+        cumulative_episodes=sel.cumulative_episodes, logs=sel.logs, learning_rate=metrics["learning_rate"],
         gpu_hours=parent.gpu_hours + metrics.get("fit_s", 0.0) / 3600.0 * metrics.get("gpus", 0),
         tokens_trained=parent.tokens_trained + int(metrics.get("tokens_trained", 0)),
         recipe_hash=recipe.hash(), code_version=code_version(), seed=sel.seed, metrics=metrics,
@@ -406,6 +457,7 @@ def finalize_round(recipe: Recipe, run: RunDir, r: int) -> RoundManifest:
     write_dir_atomically(run.round_dir(r), fill)
     shutil.rmtree(work, ignore_errors=True)
     failure_path(run, r).unlink(missing_ok=True)
+    skipped_path(run, r).unlink(missing_ok=True)
     return manifest
 
 
@@ -495,6 +547,8 @@ def train_command(recipe: Recipe, r: int | None = None, stage: str = "all", fork
             sel = prepare_round(recipe, run, r, progress=progress)
             return {"round": r, "stage": "prepare", "work_dir": str(run.work_dir(r)),
                     "rows": sel.rows if sel else None, "completed": sel is None}
+        if stage == "all" and run.manifest(r) is None:
+            prepare_round(recipe, run, r, progress=progress)  # nothing new: RoundSkipped before a W&B run opens
         with tracking.stage(recipe, run, "train", r):  # W&B train run (resumed after a preemption) + local record
             m = finalize_round(recipe, run, r) if stage == "finalize" else train_round(recipe, run, r, progress=progress)
     return {"round": r, "checkpoint": str(run.round_dir(r)),

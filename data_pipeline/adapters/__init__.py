@@ -1,12 +1,17 @@
 """Adapters: one module per log format, each turning a file into canonical trajectory dicts.
 
 An adapter module defines `NAME`, `detect(path, head) -> bool` (head: the file's first bytes) and
-`read(path) -> Iterator[Record]`. `_registry()` below is the whole list, in detection order (most
+`read(path) -> Iterator[Record]`, and `LINES = True` when its .jsonl files hold one record per line
+read through `iter_jsonl` / `common.jsonl_objects` (a live log of it is then read from its
+watermark on, see `line_window`). `_registry()` below is the whole list, in detection order (most
 specific first). A record that cannot be mapped comes back as `Record(error=(field, reason))` and
 goes to quarantine; nothing is dropped silently."""
 from __future__ import annotations
 
 import json
+import os
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -31,10 +36,54 @@ def bad(locator: str, field: str, reason: str, raw: bytes | str = b"") -> Record
     return Record(locator, error=(field, reason), excerpt=raw[:1024])
 
 
+@dataclass(frozen=True)
+class LineWindow:
+    """The part of a JSON Lines file an adapter reads when a live log source (data_pipeline/live.py)
+    asks for only what is new: bytes [start, end), whose first line is line `first_line` of the file
+    (so locators name the file's real line numbers)."""
+
+    start: int
+    end: int
+    first_line: int
+
+
+_WINDOWS: ContextVar[dict[str, LineWindow]] = ContextVar("line_windows", default={})
+
+
+@contextmanager
+def line_window(path: Path, window: LineWindow):
+    """Within this block, the line readers of the adapters (`iter_jsonl`, `common.jsonl_objects`,
+    `common.read_records`) read only `window` of `path`."""
+    token = _WINDOWS.set({**_WINDOWS.get(), os.fspath(path): window})
+    try:
+        yield
+    finally:
+        _WINDOWS.reset(token)
+
+
+def window_of(path: Path) -> LineWindow | None:
+    return _WINDOWS.get().get(os.fspath(path))
+
+
+def window_lines(path: Path, w: LineWindow) -> Iterator[tuple[int, bytes]]:
+    """(line number, raw line) of the lines in bytes [w.start, w.end) of the file."""
+    with open(path, "rb") as f:
+        f.seek(w.start)
+        pos, lineno = w.start, w.first_line
+        while pos < w.end:
+            raw = f.readline(w.end - pos)
+            if not raw:
+                return
+            pos += len(raw)
+            yield lineno, raw
+            lineno += 1
+
+
 def iter_jsonl(path: Path) -> Iterator[tuple[str, Any, bytes]]:
     """Yield (locator, parsed JSON or Record on failure, raw line) per non-blank line."""
+    w = window_of(path)
     with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
+        for lineno, raw in (window_lines(path, w) if w else enumerate(f, 1)):
             loc = f"line {lineno}"
             if not raw.strip():
                 continue

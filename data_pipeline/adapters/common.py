@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from . import HEAD_BYTES, Record, bad, parse_json_bytes
+from . import HEAD_BYTES, Record, bad, parse_json_bytes, window_lines, window_of
 
 
 def read_bytes(path: Path) -> bytes:
@@ -40,6 +40,12 @@ def load_document(path: Path) -> Any:
 
 def jsonl_objects(path: Path) -> Iterator[tuple[str, Any]]:
     """(locator, object or Record) per non-blank line; gzip-transparent."""
+    w = window_of(path)
+    if w is not None:  # only the new lines of a live log (data_pipeline/live.py)
+        for lineno, line in window_lines(path, w):
+            if line.strip():
+                yield f"line {lineno}", parse_json_bytes(f"line {lineno}", line)
+        return
     try:
         raw = read_bytes(path)
     except (OSError, EOFError) as e:
@@ -119,6 +125,29 @@ def iso_seconds(ts: Any) -> float | None:
             dt = dt.replace(tzinfo=timezone.utc)
         return dt.timestamp()
     return None
+
+
+TIME_KEYS = (("started_at", "started_at"), ("ended_at", "ended_at"), ("duration_s", "duration_s"),
+             ("duration", "duration_s"))
+
+
+def record_times(rec: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+    """A log line's interaction time, the curve's x-axis: `started_at` / `ended_at` (epoch seconds
+    or ISO-8601; zone-less means UTC) and `duration_s` / `duration` (seconds), top-level or under
+    `metadata` (top-level wins). A value that is none of these is quarantined naming its field."""
+    out: dict[str, Any] = {}
+    for where, src in (("metadata.", meta), ("", rec)):
+        for key, field in TIME_KEYS:
+            v = src.get(key)
+            if v is None:
+                continue
+            seconds = (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and field == "duration_s"
+                       else iso_seconds(v) if field != "duration_s" else None)
+            if seconds is None or seconds != seconds or (field == "duration_s" and seconds < 0):
+                kind = "seconds >= 0" if field == "duration_s" else "epoch seconds or an ISO-8601 time"
+                raise MappingError(f"{where}{key}", f"expected {kind}, got {v!r}")
+            out[field] = seconds
+    return out
 
 
 def openai_tool_calls(calls: Any, where: str) -> list[dict[str, Any]]:
@@ -206,7 +235,7 @@ def read_records(path: Path, fn: Callable[[Any, Path, str], dict[str, Any]]) -> 
     mapped with `fn(record, path, locator)`."""
     with open(path, "rb") as f:
         first = head_text(path, f.read(64)).lstrip()[:1]
-    if first in ("[", "{"):
+    if first in ("[", "{") and window_of(path) is None:
         doc = load_document(path)
         if not isinstance(doc, Record):
             items = doc if isinstance(doc, list) else [doc]

@@ -8,6 +8,7 @@ from typing import Iterator
 from . import Record, iter_jsonl
 
 NAME = "flywheel"
+LINES = True  # a .jsonl of this format is one record per line: a live log is read from its watermark on
 
 
 def detect(path: Path, head: bytes) -> bool:

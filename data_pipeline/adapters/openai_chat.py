@@ -6,7 +6,11 @@ string) or the legacy `function_call`; `developer` is read as `system`, `functio
 The outcome comes from, most explicit first: `outcome: {success, score}` (flywheel's own shape),
 top-level `reward` / `score` / `success`, then `metadata.success` (true/false) and
 `metadata.reward` / `metadata.score` (a number in [0, 1]; anything else is quarantined naming the
-field). A line with none of these is unlabeled: neither a success nor a failure."""
+field). A line with none of these is unlabeled: neither a success nor a failure.
+
+Interaction time (the curve's x-axis): `started_at` / `ended_at` (epoch seconds or ISO-8601) and
+`duration_s` / `duration`, top-level or in `metadata` (common.record_times); a line without them
+has none (the curve then counts episodes)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,9 +18,10 @@ from typing import Any, Iterator
 
 from . import Record
 from .common import (MappingError, head_text, openai_tool_calls, outcome_from_reward, read_records, record_list,
-                     stable_id, text_of, token_fields, tools_to_openai)
+                     record_times, stable_id, text_of, token_fields, tools_to_openai)
 
 NAME = "openai"
+LINES = True  # a .jsonl of this format is one record per line: a live log is read from its watermark on
 _ROLE = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool",
          "function": "tool"}
 
@@ -94,7 +99,7 @@ def conversation(rec: Any, path: Path, loc: str) -> dict[str, Any]:
     return {"episode_id": str(rec.get("id") or rec.get("episode_id") or f"{path.name}:{loc}"),
             "task_id": str(rec.get("task_id") or "openai/" + stable_id(first_user)),
             "suite": str(rec.get("suite") or ""), "policy": str(rec.get("model") or ""), "source_format": NAME,
-            "messages": messages, "outcome": outcome, "metadata": meta}
+            "messages": messages, "outcome": outcome, "metadata": meta, **record_times(rec, meta)}
 
 
 def read(path: Path) -> Iterator[Record]:

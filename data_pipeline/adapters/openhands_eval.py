@@ -11,6 +11,7 @@ from .common import head_text, jsonl_objects, mapped, require
 from .openhands import events_to_messages
 
 NAME = "openhands-eval"
+LINES = True  # a .jsonl of this format is one record per line: a live log is read from its watermark on
 
 
 def detect(path: Path, head: bytes) -> bool:

@@ -2,7 +2,8 @@
 `{"conversations": [{"from", "value"}], "system"?, "tools"?: <JSON string or list>}`.
 `from` is human|user, gpt|assistant, system, function_call (value = JSON {name, arguments}) or
 observation|tool|function (the tool result of the preceding call). Tool calls carry no ids in
-this format; the adapter numbers them (`call_0`, ...) so results stay linked to their calls."""
+this format; the adapter numbers them (`call_0`, ...) so results stay linked to their calls.
+Interaction time: `started_at` / `ended_at` / `duration_s` as in the OpenAI adapter (common.record_times)."""
 from __future__ import annotations
 
 import json
@@ -10,9 +11,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from . import Record
-from .common import MappingError, head_text, outcome_from_reward, read_records, record_list, stable_id, tools_to_openai
+from .common import (MappingError, head_text, outcome_from_reward, read_records, record_list, record_times, stable_id,
+                     tools_to_openai)
 
 NAME = "sharegpt"
+LINES = True  # a .jsonl of this format is one record per line: a live log is read from its watermark on
 _ROLE = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system",
          "observation": "tool", "tool": "tool", "function": "tool"}
 
@@ -63,7 +66,7 @@ def conversation(rec: Any, path: Path, loc: str) -> dict[str, Any]:
     return {"episode_id": str(rec.get("id") or f"{path.name}:{loc}"),
             "task_id": str(rec.get("task_id") or "sharegpt/" + stable_id(first_user)),
             "source_format": NAME, "messages": messages, "outcome": outcome_from_reward(rec.get("reward")),
-            "metadata": meta}
+            "metadata": meta, **record_times(rec, meta.get("metadata") if isinstance(meta.get("metadata"), dict) else {})}
 
 
 def read(path: Path) -> Iterator[Record]:

@@ -73,7 +73,7 @@ from trainer.round import ensure_round0, train_round
 from trainer.rundir import RunDir
 
 recipe = load_recipe(sys.argv[2], ["train.method=toy", "train.toy.steps=3", "collect.suites=[]",
-                                   "ingest.sources=[" + sys.argv[3] + "]", "run_dir=" + sys.argv[4]])
+                                   "collect.logs=[" + sys.argv[3] + "]", "run_dir=" + sys.argv[4]])
 try:
     load_recipe(sys.argv[2], ["train.method=toyy"])
     typo = None

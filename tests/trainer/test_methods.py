@@ -208,7 +208,8 @@ def test_merge_mode_round_trains_a_fresh_adapter_on_the_merged_base(world, tmp_p
     from trainer.rundir import RunDir
 
     recipe = load_recipe(REPO / "recipes" / "quickstart.yaml", [
-        "train.method=kto", "train.adapter=merge", "collect.suites=[]", f"run_dir={tmp_path / 'run'}",
+        "train.method=kto", "train.adapter=merge", "collect.suites=[]", "collect.when_empty=replay",
+        f"run_dir={tmp_path / 'run'}",
         "train.max_steps=1", "train.batch_size=4", "train.max_length=256", "train.lora.r=4", "train.lora.alpha=8"])
     run = RunDir(recipe.run_path())
     r0 = ensure_round0(recipe, run)

@@ -11,6 +11,7 @@ be run must differ from the base recipe's. The observations call the code that r
 - base_model       the tiny base model built from model.tiny
 - memory           the memory plan of a round and its fit warning (`flywheel recipe show`)
 - data_selection   rounds 1 and 2 prepared as `flywheel train --stage prepare` prepares them
+- empty_round      a round of a logs-only run with nothing new: skipped, or prepared on replay
 - collection       a round's experience collection (the acting policy's settings and its episodes)
 - evaluation       a checkpoint's held-out evaluation (the acting policy's settings, results, summary)
 - slurm_jobs       the job scripts and sbatch lines of `flywheel submit --dry-run`
@@ -147,8 +148,7 @@ def ws(tmp_path_factory) -> Workspace:
     w.base_doc = {
         "experiment": "keys",
         "model": {"name_or_path": "tiny"},
-        "ingest": {"sources": [str(f["source"])]},
-        "collect": {"suites": [{"name": "maze", "difficulty": 1, "episodes": 2}]},
+        "collect": {"suites": [{"name": "maze", "difficulty": 1, "episodes": 2}], "logs": [str(f["source"])]},
         "train": {"rounds": 1},
         "eval": {"suites": [{"name": "maze", "difficulty": 1, "episodes": 2}]},
         "curve": {"bootstrap": 10},  # the fewest resamples that still give intervals
@@ -293,18 +293,16 @@ def memory(case: Case) -> dict:
 
 
 def data_selection(case: Case) -> dict:
-    """Rounds 1 and 2 prepared as `flywheel train --stage prepare` does (ingest of the sources and of
-    each round's experience, selection with replay, dataset build); round 1's fit is a stand-in
+    """Rounds 1 and 2 prepared as `flywheel train --stage prepare` does (ingest of the live logs and
+    of each round's experience, selection with replay, dataset build); round 1's fit is a stand-in
     adapter, finalized by the real code so that round 2 has a parent."""
     from datasets import load_from_disk
 
-    from trainer.round import ADAPTER, ADAPTER_FILES, DATASET, FIT_RESULT, finalize_round, prepare_round
-    from trainer.rundir import RunDir, atomic_write_json
+    from trainer.round import DATASET, prepare_round
+    from trainer.rundir import RunDir
 
     recipe, run = case.recipe, RunDir(case.dir / "run")
-    atomic_write_json(run.round_dir(0) / "manifest.json", {
-        "round": 0, "parent": None, "base_model": str(case.dir / "base"), "adapter": None, "batches_seen": [],
-        "cumulative_interaction_hours": 0.0, "gpu_hours": 0.0, "tokens_trained": 0, "checksums": {}})
+    _round0(case, run)
     run.experience.mkdir(parents=True)
     for r in (1, 2):
         shutil.copyfile(case.ws.files[f"round{r}"], run.experience / f"round-{r:04d}.jsonl")
@@ -314,13 +312,47 @@ def data_selection(case: Case) -> dict:
         rows = load_from_disk(str(run.work_dir(r) / DATASET)).to_list() if selection["rows"] else []
         out[f"round{r}"] = {"selection": selection, "rows": rows}
         if r == 1:
-            adapter = run.work_dir(r) / ADAPTER
-            adapter.mkdir()
-            for name in ADAPTER_FILES:
-                (adapter / name).write_text(name)
-            atomic_write_json(run.work_dir(r) / FIT_RESULT, {"rows": selection["rows"], "learning_rate": 1e-3})
-            finalize_round(recipe, run, r)
+            _finish_with_stand_in(recipe, run, r, selection)
     return _plain(out)
+
+
+def _round0(case: Case, run) -> None:
+    """A round-0 manifest (the base checkpoint) in the run directory `run`."""
+    from trainer.rundir import atomic_write_json
+
+    atomic_write_json(run.round_dir(0) / "manifest.json", {
+        "round": 0, "parent": None, "base_model": str(case.dir / "base"), "adapter": None, "batches_seen": [],
+        "cumulative_interaction_hours": 0.0, "gpu_hours": 0.0, "tokens_trained": 0, "checksums": {}})
+
+
+def _finish_with_stand_in(recipe: Recipe, run, r: int, selection) -> None:
+    """Round r's fit as a stand-in adapter, finalized by the real code (the next round's parent)."""
+    from trainer.round import ADAPTER, ADAPTER_FILES, FIT_RESULT, finalize_round
+    from trainer.rundir import atomic_write_json
+
+    adapter = run.work_dir(r) / ADAPTER
+    adapter.mkdir()
+    for name in ADAPTER_FILES:
+        (adapter / name).write_text(name)
+    atomic_write_json(run.work_dir(r) / FIT_RESULT, {"rows": selection["rows"], "learning_rate": 1e-3})
+    finalize_round(recipe, run, r)
+
+
+def empty_round(case: Case) -> dict:
+    """Round 2 of a run that learns from the live logs alone (collect.suites emptied) when nothing new
+    has arrived since round 1: skipped (the reason in its marker) or prepared on replayed experience."""
+    from trainer.round import RoundSkipped, prepare_round, skipped_path
+    from trainer.rundir import RunDir
+
+    recipe, run = case.recipe.model_copy(deep=True), RunDir(case.dir / "run")
+    recipe.collect.suites = []
+    _round0(case, run)
+    _finish_with_stand_in(recipe, run, 1, prepare_round(recipe, run, 1, progress=False))
+    try:
+        selection = prepare_round(recipe, run, 2, progress=False)
+    except RoundSkipped:
+        return {"skipped": json.loads(skipped_path(run, 2).read_text())["reason"]}
+    return _plain({"selection": selection})
 
 
 class _StandInPolicy:
@@ -476,7 +508,6 @@ KEYS: dict[str, Key] = {
     "ingest.redact": Key(data_selection),
     "ingest.heldout_suites": Key(data_selection, ["maze"]),
     "ingest.heldout_tasks_file": Key(data_selection, _file("heldout_tasks")),
-    "ingest.sources": Key(data_selection, lambda w: [str(w.files["source"]), str(w.files["source2"])]),
     "data.success_only": Key(data_selection),
     "data.min_score": Key(data_selection),
     "data.replay_ratio": Key(data_selection),
@@ -489,6 +520,8 @@ KEYS: dict[str, Key] = {
     "collect.policy.max_new_tokens": Key(collection),
     "collect.policy.batch_size": Key(collection, 1),
     "collect.hours_per_round": Key(collection, 1e-6),  # spent by the first episode: the second is never run
+    "collect.logs": Key(data_selection, lambda w: [str(w.files["source"]), str(w.files["source2"])]),
+    "collect.when_empty": Key(empty_round),
     "train.method": Key(data_selection),
     "train.rounds": Key(slurm_jobs),
     "train.adapter": Key(data_selection, "reset"),  # merge would merge the stand-in adapter into real weights

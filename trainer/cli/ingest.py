@@ -57,7 +57,8 @@ def main(argv: list[str]) -> int:
     from data_pipeline.ingest import ingest_logs
 
     summary, why = ingest_logs(a.paths, a.store, fmt=a.format, heldout=a.heldout, tag=a.tag,
-                               redact=not a.no_redact, score=a.score, score_range=a.score_range)
+                               redact=not a.no_redact, score=a.score, score_range=a.score_range,
+                               progress=not a.quiet)
     print_summary(summary, a.json)
     if why:  # exit 2: the samples did not silently vanish
         print(f"flywheel ingest: error: {why}", file=sys.stderr)

@@ -1,0 +1,263 @@
+"""Logs as a live source (`collect.logs`): at the start of every round, what is new in the deployed
+agents' log folders, files or globs since the previous round goes into the experience store, once.
+
+Each log file read so far has a *watermark* in the store: how far it was read (a byte offset just
+past its last complete line), the sha256 of those bytes, and their line count. A watermark is the
+`watermark` entry of the file's row in the `sources` of the batch manifest that read it, so it is
+committed atomically with the trajectories it produced (the batch directory's rename): a killed
+ingest leaves the old watermarks and no trajectories, and the rerun reads the same bytes again.
+The store's watermarks are folded from all batch manifests at read time (`watermarks`): a row
+that reads a file on from watermark W replaces W.
+
+A file is recognised by its content, not its name: it continues the watermark whose offset and
+prefix hash match its own first bytes. So an appended JSON Lines file gives only its new complete
+lines (a half-written last line, without its newline, waits for the next round); a renamed or
+rotated file (x -> x.1, a new x started) is not read twice; a truncated or rewritten file matches
+no watermark and is read from its start (records stored before count as duplicates). Formats that
+are whole documents (a .json file, an inspect .eval zip, any file not in a line format) are read
+when new or changed (a watermark per content hash); the store's content-hash dedupe covers the
+overlap. Quarantine entries name the original file and its real line numbers.
+"""
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import adapters, sources
+from .adapters import LineWindow
+from .errors import IngestError
+
+WATERMARK = "watermark"  # key of a live log's entry in its batch-manifest source row
+EMPTY_SHA = hashlib.sha256(b"").hexdigest()
+LINE_SUFFIXES = (".jsonl", ".ndjson")
+_GLOB_CHARS = set("*?[")
+
+
+@dataclass
+class LogFile:
+    """One log file as this round sees it: what is new in it, and the watermark after reading it."""
+
+    path: Path
+    fmt: str
+    lines_mode: bool  # read from a watermark on (JSON Lines of a line format), else a whole document
+    size: int
+    mtime_ns: int
+    start: int = 0  # first byte to read
+    start_sha: str = EMPTY_SHA
+    start_lines: int = 0
+    end: int = 0  # one past the last complete line (a document: its size)
+    end_sha: str = EMPTY_SHA  # sha256 of bytes [0, end)
+    end_lines: int = 0
+    new_records: int = 0  # non-blank complete lines in [start, end) (documents: 0, counted when read)
+    waiting_bytes: int = 0  # a half-written last line (no newline yet)
+
+    @property
+    def new(self) -> bool:
+        return self.end > self.start
+
+    def source(self) -> sources.Source:
+        wm = {"offset": self.end, "sha256": self.end_sha, "lines": self.end_lines, "from_offset": self.start,
+              "from_sha256": self.start_sha, "mode": "lines" if self.lines_mode else "document",
+              "size": self.size, "mtime_ns": self.mtime_ns}
+        window = LineWindow(self.start, self.end, self.start_lines + 1) if self.lines_mode else None
+        return sources.Source(self.path, self.fmt, window=window, sha256=self.end_sha, row={WATERMARK: wm})
+
+
+# ---- where the logs are ----------------------------------------------------------------------------
+def resolve(patterns: list[str], base_dir: str | Path | None) -> list[str]:
+    """The patterns as absolute paths: relative ones against `base_dir` (the recipe's folder)."""
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
+    out = []
+    for p in patterns:
+        q = Path(os.path.expanduser(p))
+        out.append(os.path.normpath(q if q.is_absolute() else base / q))
+    return out
+
+
+def log_files(patterns: list[str], base_dir: str | Path | None = None,
+              fmt: str = "auto") -> tuple[list[tuple[Path, str]], list[tuple[str, str]]]:
+    """([(file, format)], [(file, why skipped)]) of the folders, files and globs `patterns`. A glob
+    matching nothing is no error (nothing has arrived yet); a missing folder or file is."""
+    known = adapters.formats()
+    if fmt != "auto" and fmt not in known:
+        raise IngestError(f"unknown format {fmt!r} (ingest.format); known: auto, {', '.join(known)}")
+    files: dict[Path, None] = {}
+    for pattern in resolve(patterns, base_dir):
+        if _GLOB_CHARS & set(pattern):
+            roots = [Path(p) for p in sorted(glob.glob(pattern, recursive=True))]
+        else:
+            if not os.path.exists(pattern):
+                raise IngestError(f"collect.logs: no such file or folder {pattern} (relative paths are resolved "
+                                  "against the recipe file's folder; create it or fix the recipe)")
+            roots = [Path(pattern)]
+        for root in roots:
+            for p in sources._walk(root):
+                files.setdefault(p, None)
+    chosen, skipped = [], []
+    for p in files:
+        note = sources.skip_note(p)
+        if note:
+            skipped.append((str(p), note))
+            continue
+        f = fmt if fmt != "auto" else sources.detect(p)
+        if f is None and p.suffix.lower() not in sources._DATA_SUFFIXES:
+            skipped.append((str(p), "not a known trajectory format"))
+            continue
+        chosen.append((p, f or "unrecognised"))
+    return chosen, skipped
+
+
+def _lines_mode(path: Path, fmt: str) -> bool:
+    mod = adapters.formats().get(fmt)
+    suffixes = [x.lower() for x in path.suffixes]  # a rotated x.jsonl.1 is still JSON Lines; x.jsonl.gz is not
+    lines = any(x in LINE_SUFFIXES for x in suffixes) and not any(x in (".gz", ".zst", ".bz2", ".xz") for x in suffixes)
+    return lines and bool(getattr(mod, "LINES", False))
+
+
+# ---- the store's watermarks -----------------------------------------------------------------------
+def watermarks(store_root: str | Path) -> list[dict[str, Any]]:
+    """The current watermarks of a store (folded from its batch manifests, oldest first), each with
+    the file's path and format as last read. Read without creating or locking the store."""
+    tips: dict[tuple[int, str], dict[str, Any]] = {}
+    batches = Path(store_root) / "batches"
+    if not batches.is_dir():
+        return []
+    for d in sorted(p for p in batches.iterdir() if p.name.startswith("batch-")):
+        try:
+            m = json.loads((d / "manifest.json").read_text())
+        except FileNotFoundError:
+            continue  # not committed
+        for row in m.get("sources", []):
+            wm = row.get(WATERMARK)
+            if not wm:
+                continue
+            if wm["from_offset"]:
+                tips.pop((wm["from_offset"], wm["from_sha256"]), None)
+            tips[(wm["offset"], wm["sha256"])] = {**wm, "path": row["path"], "format": row["format"]}
+    return list(tips.values())
+
+
+def _sha_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _scan_lines(lf: LogFile, tips: list[dict[str, Any]]) -> None:
+    """Find where `lf` continues (the longest line watermark whose offset and prefix hash match its
+    first bytes, else its start) and how far its complete lines go now: one pass over the file."""
+    wanted: dict[int, set[str]] = {}
+    for t in tips:
+        if t["mode"] == "lines" and 0 < t["offset"] <= lf.size:
+            wanted.setdefault(t["offset"], set()).add(t["sha256"])
+    h = hashlib.sha256()
+    pos = lines = 0
+    new_records = 0
+    with open(lf.path, "rb") as f:
+        for raw in f:
+            if not raw.endswith(b"\n"):
+                lf.waiting_bytes = len(raw)  # a half-written last line waits for its newline
+                break
+            h.update(raw)
+            pos += len(raw)
+            lines += 1
+            if pos > lf.start and raw.strip():
+                new_records += 1
+            if pos in wanted and h.hexdigest() in wanted[pos]:
+                lf.start, lf.start_sha, lf.start_lines = pos, h.hexdigest(), lines
+                new_records = 0  # everything up to here was read before
+    lf.end, lf.end_sha, lf.end_lines, lf.new_records = pos, h.hexdigest(), lines, new_records
+
+
+def scan(store_root: str | Path, patterns: list[str], base_dir: str | Path | None = None,
+         fmt: str = "auto") -> tuple[list[LogFile], list[tuple[str, str]]]:
+    """Every log file of `patterns` with what is new in it for the store at `store_root`, and the
+    files skipped (with why). Unchanged files (same path, size and mtime as their watermark) are
+    not read."""
+    tips = watermarks(store_root)
+    by_path: dict[str, list[dict[str, Any]]] = {}
+    for t in tips:
+        by_path.setdefault(t["path"], []).append(t)
+    files, skipped = log_files(patterns, base_dir, fmt)
+    out = []
+    for path, f in files:
+        try:
+            st = path.stat()
+        except OSError as e:
+            raise IngestError(f"collect.logs: cannot read {path}: {e.strerror}") from None
+        known = by_path.get(str(path), [])
+        same = [t for t in known if t.get("size") == st.st_size and t.get("mtime_ns") == st.st_mtime_ns]
+        lines_mode = _lines_mode(path, same[0]["format"] if same else f)
+        lf = LogFile(path, same[0]["format"] if same else f, lines_mode, st.st_size, st.st_mtime_ns)
+        if same:  # untouched since it was read: nothing new, and the same half line (if any) waits
+            t = max(same, key=lambda t: t["offset"])
+            lf.start = lf.end = t["offset"]
+            lf.start_sha = lf.end_sha = t["sha256"]
+            lf.start_lines = lf.end_lines = t.get("lines", 0)
+            lf.waiting_bytes = st.st_size - t["offset"] if lines_mode else 0
+        elif lines_mode:
+            _scan_lines(lf, tips)
+        else:
+            sha = _sha_file(path)
+            lf.end, lf.end_sha = st.st_size, sha
+            if any(t["mode"] == "document" and t["sha256"] == sha and t["offset"] == st.st_size for t in tips):
+                lf.start, lf.start_sha = lf.end, sha  # read before (maybe under another name)
+        out.append(lf)
+    return out, skipped
+
+
+# ---- ingest and what waits --------------------------------------------------------------------------
+def collect_logs(store, patterns: list[str], base_dir: str | Path | None = None, fmt: str = "auto",
+                 tag: str = "logs", redact: bool = True, progress: bool = True) -> dict[str, Any]:
+    """Ingest what is new in the live logs `patterns` into `store` (an ExperienceStore), exactly
+    once: one batch holding the new trajectories, quarantine entries and the files' new watermarks.
+    Returns {"files" (files with something new), "read", "accepted", "duplicates", "quarantined",
+    "waiting_bytes" (half-written last lines), "batch_id" (None: no trajectory stored), "skipped"}."""
+    seen: dict[str, Any] = {}
+
+    def plan(st) -> sources.Plan:  # under the store's lock: two ingests never read the same new bytes
+        files, skipped = scan(st.root, patterns, base_dir, fmt)
+        seen.update(files=files, skipped=skipped)
+        return sources.Plan(files=[lf.source() for lf in files if lf.new], skipped=skipped)
+
+    summary = store.ingest_plan(None, tag=tag, redact=redact, progress=progress, make_plan=plan)
+    files = seen.get("files", [])
+    return {"files": sum(1 for lf in files if lf.new), "read": summary.read, "accepted": summary.accepted,
+            "duplicates": summary.duplicates, "quarantined": summary.quarantined,
+            "waiting_bytes": sum(lf.waiting_bytes for lf in files), "batch_id": summary.batch_id,
+            "skipped": len(seen.get("skipped", []))}
+
+
+def pending(store_root: str | Path, patterns: list[str], base_dir: str | Path | None = None,
+            fmt: str = "auto") -> dict[str, int]:
+    """What the next round would read from the live logs, without reading it into the store:
+    {"files": files with something new, "bytes": their new complete bytes, "records": new complete
+    lines (a new or changed document: its records as its adapter reads them)}."""
+    files, _ = scan(store_root, patterns, base_dir, fmt)
+    new = [lf for lf in files if lf.new]
+    records = 0
+    for lf in new:
+        records += lf.new_records if lf.lines_mode else sum(1 for _ in lf.source().read())
+    return {"files": len(new), "bytes": sum(lf.end - lf.start for lf in new), "records": records}
+
+
+def tagged_counts(store, tag: str) -> dict[str, Any] | None:
+    """The counts of every batch `collect_logs` committed under `tag` (a round may have read its
+    logs in more than one attempt: a killed round that reran), or None when there is none."""
+    rows = [b for b in store.batches(include_empty=True) if b.tag == tag]
+    if not rows:
+        return None
+    ms = [store.manifest(b.batch_id) for b in rows]
+    stored = [b.batch_id for b in rows if b.count]
+    return {"files": len({s["path"] for m in ms for s in m["sources"]}),
+            "read": sum(m.get("read", 0) for m in ms), "accepted": sum(m["count"] for m in ms),
+            "duplicates": sum(m.get("duplicates", 0) for m in ms),
+            "quarantined": sum(m.get("quarantined_seen", m.get("quarantined", 0)) for m in ms),
+            "batch_id": stored[-1] if stored else None}
