@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from data_pipeline.errors import FlywheelError
 from trainer.errors import UserError
 from trainer.periodic import STOP_FILE, Schedule, format_duration, in_order, local_time
 from trainer.rundir import RunDir
@@ -148,16 +149,11 @@ def promoted(run_dir: Path) -> dict | None:
     return {"file": str(p), **(data if isinstance(data, dict) else {"note": "unreadable"})}
 
 
-def _pending_logs(store_root: Path, patterns: list[str], base_dir: Path) -> dict | None:
-    """New complete log records waiting in `patterns`: data_pipeline.live.pending (the live log source),
-    or None on a build that has none yet.
+def _pending_logs(store_root: Path, patterns: list[str], base_dir: Path) -> dict:
+    """New complete log records waiting in `patterns` (data_pipeline.live.pending; read lazily: it
+    opens the store)."""
+    from data_pipeline.live import pending
 
-    MERGE NOTE (local stand-in, branch `periodic`): data_pipeline.live comes with branch `live`; once it is
-    merged, import it directly (lazily, it reads the store) and drop this ImportError guard."""
-    try:
-        from data_pipeline.live import pending
-    except ImportError:  # only before the `live` branch is merged (see above)
-        return None
     return pending(store_root, patterns, base_dir)
 
 
@@ -173,9 +169,11 @@ def waiting_logs(run_dir: Path) -> dict:
     if not patterns:
         return {"patterns": [], "pending": None, "note": "the recipe has no collect.logs"}
     # Jobs read the resolved recipe in RUN_DIR, so relative patterns resolve against it, as the rounds see them.
-    found = _pending_logs(run_dir / "store", patterns, run_dir)
-    return {"patterns": patterns, "pending": found,
-            "note": None if found is not None else "unknown: this build has no data_pipeline.live"}
+    try:
+        found = _pending_logs(run_dir / "store", patterns, run_dir)
+    except FlywheelError as e:  # a log folder gone missing: say so, show the rest
+        return {"patterns": patterns, "pending": None, "note": str(e)}
+    return {"patterns": patterns, "pending": found, "note": None}
 
 
 def run_status(run_dir: str | Path) -> dict:

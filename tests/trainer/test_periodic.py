@@ -362,17 +362,15 @@ def test_status_of_a_stopped_schedule_and_logs_waiting(tmp_path, monkeypatch, fa
              periods=[Period(period=4, round=3, begin=time.time() + 100, submitted_at=0.0,
                              jobs={"train-round-0003": "301"})]).write(ctx_slurm)
     fake_slurm.queue({})  # squeue answers, the job is gone
+    line = '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}\n'
+    (root / "logs").mkdir()
+    (root / "logs" / "agent.jsonl").write_text(line * 2 + line[:20])  # two complete lines, one half-written
     st = run_status(root)
     text = render_status(st)
     assert "every 1d, stopped" in text and "next period" not in text and "cancelled by --stop: train-round-0003 301" in text
     assert st["jobs"][0]["state"] == "cancelled by --stop" and st["jobs_from"].startswith("squeue")
     assert "promotion: no verdict" in text and "promoted checkpoint: none" in text
-    try:
-        import data_pipeline.live  # noqa: F401
-    except ImportError:
-        assert "new log records waiting: unknown" in text
-    else:
-        assert st["logs"]["pending"] is not None
+    assert st["logs"]["pending"] == {"files": 1, "bytes": 2 * len(line), "records": 2}
 
 
 def test_status_and_submit_commands_answer_in_one_line(tmp_path, capsys):
