@@ -88,6 +88,7 @@ class IngestSummary:
     formats: dict[str, str] = field(default_factory=dict)  # source file -> format used
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, why it is not a trajectory file)
     interaction_s: float = 0.0  # of the accepted trajectories
+    with_outcome: int = 0  # accepted trajectories whose log gave an outcome (success or score); the rest are unlabeled
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -531,6 +532,7 @@ class _Ingest:
         self.new_hashes.add(key)
         self.rows.add(t, h, text, str(src.path), rec.locator)
         self.summary.accepted += 1
+        self.summary.with_outcome += t.outcome.labeled
         self.summary.interaction_s += t.interaction_s
         return "accepted"
 

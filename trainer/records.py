@@ -34,6 +34,9 @@ class RoundManifest(CheckpointManifest):
     wall_time_s: float | None = None  # seconds from prepare to the manifest
     created_at: float | None = None  # unix time, s
     checksums: dict[str, str] | None = None  # sha256 of every file of the round directory, by relative path
+    # outcome labels of the selected trajectories (data_pipeline/labels.py LabelCounts): {own, file, command,
+    # quarantined, unlabeled_kept, unlabeled_dropped}; no key in round 0 and in runs from before labels
+    labels: dict[str, int] | None = optional_key()
 
     def write(self, round_dir: str | Path) -> Path:
         path = Path(round_dir) / self.FILE
@@ -64,6 +67,8 @@ class DataSelection(Record):
     interaction_hours_new: float  # hours in the new batches
     started_at: float  # unix time the round's prepare started, s
     prepare_s: float  # seconds prepare took
+    # outcome labels of the selected trajectories (see RoundManifest.labels); None: selected before labels
+    labels: dict[str, int] | None = optional_key()
 
     def write(self, work_dir: str | Path) -> Path:
         path = Path(work_dir) / self.FILE

@@ -261,6 +261,12 @@ def prepare_round(recipe: Recipe, run: RunDir, r: int, progress: bool = True) ->
         raise UserError(f"held-out tasks reached round {r}'s data: {leaked[:5]}")
     base, parent_adapter = checkpoint_paths(run, parent)
     method = METHODS[recipe.train.method]
+    # outcome labels (the log's own, label.file, label.command), applied to the selected data: the
+    # store is never rewritten; what the method does not use unlabeled is dropped and counted
+    from data_pipeline.labels import apply_labels
+
+    trajs, labels = apply_labels(trajs, recipe.label, store.root, progress, unlabeled=recipe.data.unlabeled,
+                                 kind=method.DATASET)
     # KTO/DPO/GRPO reference: the parent's adapter (previous policy) or none (the base weights)
     reference_adapter = parent_adapter if method.REFERENCE and recipe.train.reference == "previous" else None
     if recipe.train.adapter == "reset":
@@ -284,7 +290,7 @@ def prepare_round(recipe: Recipe, run: RunDir, r: int, progress: bool = True) ->
         reference_adapter=str(reference_adapter) if reference_adapter else None,
         seed=seed, rows=len(dataset), store_batches=used, batches_seen=seen, new_batches=new,
         trajectories_used=len(trajs), cumulative_interaction_hours=hours, interaction_hours_new=new_hours,
-        started_at=t0, prepare_s=time.time() - t0)
+        started_at=t0, prepare_s=time.time() - t0, labels=labels)
     selection.write(work)  # written last: its presence means "prepared"
     return selection
 
@@ -394,7 +400,7 @@ def finalize_round(recipe: Recipe, run: RunDir, r: int) -> RoundManifest:
         gpu_hours=parent.gpu_hours + metrics.get("fit_s", 0.0) / 3600.0 * metrics.get("gpus", 0),
         tokens_trained=parent.tokens_trained + int(metrics.get("tokens_trained", 0)),
         recipe_hash=recipe.hash(), code_version=code_version(), seed=sel.seed, metrics=metrics,
-        created_at=time.time())
+        created_at=time.time(), labels=sel.labels)
 
     def fill(tmp: Path) -> None:
         if adapter is not None:
