@@ -164,7 +164,8 @@ def test_only_unlabeled_unlabeled_keep_builds_it(tmp_path, capsys):
     # kto never takes unlabeled trajectories, whatever --unlabeled says
     assert main(["dataset", "build", "--store", str(store.root), "--kind", "kto", "--out", str(tmp_path / "k"),
                  "--unlabeled", "keep"]) == 2
-    assert "0 with an outcome" not in capsys.readouterr().err  # the all-unlabeled explanation instead
+    err = capsys.readouterr().err
+    assert "no kto rows: 7 usable trajectories" in err and "--kind sft --unlabeled keep" in err
 
 
 def test_only_unlabeled_label_command_labels_it(tmp_path, verifier, capsys):
@@ -199,6 +200,12 @@ def test_label_file_labels_by_episode_id_and_by_task_id(tmp_path):
         w.writerows([["episode_id", "task_id", "score", "success"], ["ep2", "", "0.3", ""], ["", "t0", "", "true"],
                      ["ep3", "", "0.1", "false"]])
     assert read_label_file(tmp_path / "labels.csv") == read_label_file(labels)
+    # `flywheel dataset build --label-file` labels the same way
+    assert main(["dataset", "build", "--store", str(store.root), "--kind", "kto", "--out", str(tmp_path / "kto"),
+                 "--label-file", str(tmp_path / "labels.csv"), "--quiet"]) == 0
+    kto = datasets.load_from_disk(str(tmp_path / "kto"))
+    assert sorted((r["completion"][0]["content"], r["label"]) for r in kto) == [
+        ("a0", True), ("a2", False), ("a3", False), ("a4", True)]
     (tmp_path / "labels.json").write_text(json.dumps({"ep2": 0.3, "t1": True}))
     by_episode, by_task = read_label_file(tmp_path / "labels.json")
     assert by_episode["ep2"].score == 0.3 and by_task["t1"].success is True

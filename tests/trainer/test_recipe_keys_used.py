@@ -117,13 +117,15 @@ mode = sys.argv[1]
 sys.stdin.read()
 if mode == "slow":
     time.sleep(0.5)
-if mode == "alone":
+if mode == "alone":  # waits up to 2 s for another call to show up beside it
     os.makedirs("running", exist_ok=True)
     me = os.path.join("running", uuid.uuid4().hex)
     open(me, "w").close()
-    time.sleep(1.0)
-    others = len(os.listdir("running")) - 1
-    time.sleep(0.5)
+    end, others = time.time() + 2.0, 0
+    while not others and time.time() < end:
+        time.sleep(0.05)
+        others = len(os.listdir("running")) - 1
+    time.sleep(0.5 if others else 0)  # long enough for the other call to see this one too
     os.remove(me)
     print(0.5 if others else 1.0)
 elif mode == "cwd":
