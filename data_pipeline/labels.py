@@ -122,6 +122,8 @@ def _row_outcome(row: dict, where: str) -> Outcome:
         out = _score_of(score, f"{where}, field score")
     if success not in (None, ""):
         s = _score_of(success, f"{where}, field success")
+        if s.success is None and s.score in (0.0, 1.0):  # 1 / 0 in a CSV column
+            s = Outcome(success=s.score == 1.0)
         if s.success is None:
             raise LabelError(f"{where}, field success: expected true or false, got {success!r}")
         out = Outcome(success=s.success, score=out.score)

@@ -2,7 +2,8 @@
 
 1. collect: the parent policy acts on fresh training tasks; episodes -> experience/round-XXXX.jsonl
 2. ingest:  that file goes into the experience store (deduplicated, redacted, held-out guarded)
-3. select:  every store batch new since the parent's round + a replay sample of older ones
+3. select:  every store batch new since the parent's round + a replay sample of older ones, with
+            outcome labels applied (the log's own, label.file, label.command; data_pipeline/labels.py)
 4. train:   the method's module (trainer/methods/) drives TRL's trainer on the built dataset (LoRA)
 5. save:    adapter + manifest.json, written atomically as rounds/round-XXXX/
 
