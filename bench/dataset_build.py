@@ -8,7 +8,7 @@ in-memory builder, `save_to_disk`).
     python bench/dataset_build.py --store DIR        # an existing store
 
 The store is built first (in batches of --per-file lines; not timed). Each way then runs in its own
-fresh process, so each one's peak resident set (ru_maxrss) is its own; `*_rss_mb` is that peak,
+fresh process, so each one's peak resident set (VmHWM) is its own; `*_rss_mb` is that peak,
 `*_rss_over_imports_mb` the peak minus the resident set once the libraries are imported. The last
 stdout line is one JSON object: rss_ratio (streamed peak / old peak; below 1 is better),
 rss_over_imports_ratio, time_ratio (streamed seconds / old seconds), both ways' figures, rows and
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import subprocess
 import sys
@@ -30,18 +29,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 way, store_dir, kind, out = sys.argv[2:6]
 import datasets, pyarrow
 from data_pipeline import builders, dataset_build
 from data_pipeline.store import ExperienceStore
-def rss_mb():
+def rss_mb(field):
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
-base = rss_mb()
+base = rss_mb("VmRSS")
 t0 = time.time()
 if way == "old":
     store = ExperienceStore(store_dir)
@@ -54,7 +53,7 @@ else:
     prov = dataset_build.build_dataset_dir(store_dir, kind, out, unlabeled="keep")
     rows = prov["rows"]
 seconds = time.time() - t0
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+peak = rss_mb("VmHWM")  # this process's own peak (ru_maxrss would carry the parent's size over the exec)
 d = datasets.load_from_disk(out)
 print(json.dumps({"rows": rows, "seconds": seconds, "peak_rss_mb": peak, "imports_rss_mb": base,
                   "first": d[0], "last": d[len(d) - 1]}, default=str))
@@ -115,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             "old_rss_mb": round(old["peak_rss_mb"], 1), "streamed_rss_mb": round(new["peak_rss_mb"], 1),
             "old_s": round(old["seconds"], 2), "streamed_s": round(new["seconds"], 2),
             "rows": new["rows"], "kind": a.kind, "lines": a.n if not a.store else None,
-            "store_build_s": round(store_s, 1), "bench_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "store_build_s": round(store_s, 1),
         }
         print(f"old: {old['peak_rss_mb']:.0f} MB peak, {old['seconds']:.1f} s; streamed: "
               f"{new['peak_rss_mb']:.0f} MB peak, {new['seconds']:.1f} s ({new['rows']} rows)")
