@@ -282,21 +282,18 @@ class _CommandLabels:
                 todo.setdefault(h, []).append(t)
         if not todo:
             return
-        hashes = list(todo)
-        cached_lines, quarantine_lines = [], []
 
         def one(h: str):
             return h, self._call(todo[h][0])
 
         with ThreadPoolExecutor(max_workers=max(1, self.s.workers)) as pool:
-            for h, (outcome, reason) in pool.map(one, hashes):
+            for h, (outcome, reason) in pool.map(one, list(todo)):
                 group = todo[h]
                 self.calls += 1
-                now = time.time()
+                entry = {"hash": h, "command_key": self.key, "command": self.s.command, "at": time.time()}
                 if outcome is not None:
                     self.cache[h] = outcome
-                    cached_lines.append({"hash": h, "command_key": self.key, "command": self.s.command,
-                                         "success": outcome.success, "score": outcome.score, "at": now})
+                    self._append(CACHE_FILE, {**entry, "success": outcome.success, "score": outcome.score})
                     for t in group:
                         _set(t, outcome, "command")
                     counts.command += len(group)
@@ -304,14 +301,14 @@ class _CommandLabels:
                     counts.quarantined += len(group)
                     if (h, reason) not in self.quarantined_before:
                         self.quarantined_before.add((h, reason))
-                        t = group[0]
-                        quarantine_lines.append({"hash": h, "command_key": self.key, "command": self.s.command,
-                                                 "episode_id": t.episode_id, "task_id": t.task_id,
-                                                 "reason": reason, "at": now})
+                        self._append(QUARANTINE_FILE, {**entry, "episode_id": group[0].episode_id,
+                                                       "task_id": group[0].task_id, "reason": reason})
                 bar.update(len(group))
+
+    def _append(self, name: str, entry: dict) -> None:
+        """Each answer is written once it is read (a killed run keeps what was judged)."""
         if self.dir is not None:
-            _append_jsonl(self.dir / CACHE_FILE, cached_lines)
-            _append_jsonl(self.dir / QUARANTINE_FILE, quarantine_lines)
+            _append_jsonl(self.dir / name, [entry])
 
     def _call(self, t: Trajectory) -> tuple[Outcome | None, str | None]:
         try:

@@ -4,7 +4,6 @@ builders over `ExperienceStore.trajectories()`."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import datasets
 import pytest

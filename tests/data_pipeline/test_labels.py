@@ -15,7 +15,6 @@ import datasets
 import pytest
 
 from data_pipeline import builders
-from data_pipeline.dataset_build import build_dataset_dir
 from data_pipeline.errors import FlywheelError
 from data_pipeline.labels import LabelError, LabelSettings, apply_labels, quarantined_labels, read_label_file
 from data_pipeline.store import ExperienceStore
