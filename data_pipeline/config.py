@@ -1,6 +1,8 @@
-"""Typed config of the data side (`IngestConfig`, `DatasetConfig`) and the strict base that every
+"""Typed config of the data side (`IngestConfig`, `DatasetConfig`, `LabelConfig`) and the strict base that every
 recipe section uses. The recipe schema (`trainer.recipe.Recipe`) composes these sections."""
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -25,3 +27,25 @@ class DatasetConfig(Section):
         1.0, ge=0.0, le=1.0,
         description="Share of older experience (from before the parent round) replayed into each round; 1 = all, 0 = newest only",
     )
+    unlabeled: Literal["drop", "keep"] = Field(
+        "drop",
+        description="Trajectories with no outcome after labelling: drop them, or keep them (SFT imitates them with "
+                    "weight 1, for logs of a stronger agent); never a KTO/DPO negative",
+    )
+
+
+class LabelConfig(Section):
+    """Outcome labels for logged trajectories that carry none (data_pipeline/labels.py), applied when a
+    round selects its data: the log's own outcome first, then `file`, then `command`."""
+
+    file: str | None = Field(
+        None, description="Side file of labels (.jsonl, .json or .csv; relative to the recipe file): rows of "
+                          "episode_id or task_id with score in [0, 1] and/or success true/false")
+    command: str | None = Field(
+        None, description="Verifier or judge: a shell command that reads one canonical trajectory as JSON on stdin "
+                          "and prints a score in [0, 1] (or true/false); cached in the store by trajectory hash")
+    timeout_s: float = Field(60.0, gt=0, description="Seconds one label.command call may take before it is "
+                                                     "stopped and its trajectory quarantined as unlabeled")
+    workers: int = Field(4, ge=1, description="label.command calls run in parallel")
+    workdir: str | None = Field(
+        None, description="Working directory of label.command (default: the recipe file's folder; relative to it)")

@@ -89,6 +89,7 @@ class IngestSummary:
     formats: dict[str, str] = field(default_factory=dict)  # source file -> format used
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, why it is not a trajectory file)
     interaction_s: float = 0.0  # of the accepted trajectories
+    with_outcome: int = 0  # accepted trajectories whose log gave an outcome (success or score); the rest are unlabeled
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -350,6 +351,26 @@ class ExperienceStore:
                 out.append(t)
         return out
 
+    def iter_trajectories(self, batch_ids: list[str] | None = None, include_heldout: bool = False,
+                          rows_at_once: int = 512) -> Iterator[Trajectory]:
+        """`trajectories()` one at a time: the same trajectories in the same order, read batch by
+        batch and `rows_at_once` Parquet rows at a time, so memory holds a slice, not the store."""
+        spec = self.heldout
+        ids = [b.batch_id for b in self.batches()] if batch_ids is None else list(batch_ids)
+        for bid in ids:
+            self.manifest(bid)  # names the missing batch
+            p = self.root / "batches" / bid / "trajectories.parquet"
+            if not p.exists():
+                continue
+            f = pq.ParquetFile(p)
+            for rb in f.iter_batches(batch_size=rows_at_once, columns=["trajectory", "content_hash"]):
+                for text, h in zip(rb.column(0).to_pylist(), rb.column(1).to_pylist()):
+                    t = trajectory_from_dict(json.loads(text))
+                    if include_heldout or not spec.matches(t):
+                        t.metadata["store_batch_id"] = bid
+                        t.metadata["content_hash"] = h
+                        yield t
+
     def _row_batch_ids(self, batch_ids: list[str] | None) -> list[str]:
         infos = {b.batch_id: b for b in self.batches()}
         ids = list(infos) if batch_ids is None else batch_ids
@@ -571,6 +592,7 @@ class _Ingest:
         self.new_hashes.add(key)
         self.rows.add(t, h, text, str(src.path), rec.locator)
         self.summary.accepted += 1
+        self.summary.with_outcome += t.outcome.labeled
         self.summary.interaction_s += t.interaction_s
         return "accepted"
 

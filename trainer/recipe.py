@@ -31,7 +31,7 @@ import yaml
 from pydantic import BaseModel, Field, PrivateAttr, ValidationError
 from pydantic_core import to_jsonable_python
 
-from data_pipeline.config import DatasetConfig, IngestConfig, Section
+from data_pipeline.config import DatasetConfig, IngestConfig, LabelConfig, Section
 from data_pipeline.yamlfile import (Layer, YamlFileError, deep_merge, dotted, load_chain, locate, override_value,
                                     read_mapping_file, section_label, set_at, split_override)
 from eval.config import CollectConfig, CurveConfig, EvalConfig
@@ -51,6 +51,7 @@ class Recipe(Section):
     model: ModelConfig = Field(..., description="Base model")
     ingest: IngestConfig = Field(default_factory=IngestConfig, description="Ingest of trajectories")
     data: DatasetConfig = Field(default_factory=DatasetConfig, description="Data selection per round")
+    label: LabelConfig = Field(default_factory=LabelConfig, description="Outcome labels for logs without one")
     collect: CollectConfig = Field(default_factory=CollectConfig, description="Experience collection per round")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Training rounds")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Held-out evaluation of every checkpoint")
@@ -356,6 +357,7 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         sources.append(Layer(label=f"override '{text}'", lines={key_path: None}, leaves={key_path}))
     recipe = _validate(data, sources, str(path))
     _resolve_paths(recipe, path.parent)
+    _resolve_label_paths(recipe, path.parent)
     recipe._sources = [s.label for s in sources]
     recipe._layers = sources
     return recipe
@@ -378,6 +380,18 @@ def _resolve_paths(recipe: Recipe, folder: Path) -> None:
             suite.name = resolved(suite.name)
     if recipe.collect.logs:
         recipe.collect.logs = [resolved(p) for p in recipe.collect.logs]
+
+
+def _resolve_label_paths(recipe: Recipe, folder: Path) -> None:
+    """label.file relative to the recipe file; label.command runs in label.workdir, by default the
+    recipe file's folder (kept absolute, so the run directory's resolved recipe runs it there too)."""
+    label = recipe.label
+    if label.file and not Path(label.file).expanduser().is_absolute():
+        label.file = str((folder / label.file).resolve())
+    if label.command:
+        workdir = Path(label.workdir or ".").expanduser()
+        label.workdir = str(workdir if workdir.is_absolute() else (folder / workdir).resolve())
+
 
 # ---------------------------------------------------------------- the run directory's resolved recipe
 

@@ -37,6 +37,9 @@ class RoundManifest(CheckpointManifest):
     wall_time_s: float | None = None  # seconds from prepare to the manifest
     created_at: float | None = None  # unix time, s
     checksums: dict[str, str] | None = None  # sha256 of every file of the round directory, by relative path
+    # outcome labels of the selected trajectories (data_pipeline/labels.py LabelCounts): {own, file, command,
+    # quarantined, unlabeled_kept, unlabeled_dropped}; no key in round 0 and in runs from before labels
+    labels: dict[str, int] | None = optional_key()
 
     def write(self, round_dir: str | Path) -> Path:
         path = Path(round_dir) / self.FILE
@@ -69,6 +72,8 @@ class DataSelection(Record):
     prepare_s: float  # seconds prepare took
     cumulative_episodes: int | None = optional_key()  # trajectories in the whole store (the curve's episodes axis)
     logs: dict | None = optional_key()  # what collect.logs read this round (RoundManifest.logs); None without it
+    # outcome labels of the selected trajectories (see RoundManifest.labels); None: selected before labels
+    labels: dict[str, int] | None = optional_key()
 
     def write(self, work_dir: str | Path) -> Path:
         path = Path(work_dir) / self.FILE

@@ -4,9 +4,10 @@
             once; the parent policy acts on fresh training tasks (collect.suites), episodes ->
             experience/round-XXXX.jsonl
 2. ingest:  that file goes into the experience store (deduplicated, redacted, held-out guarded)
-3. select:  every store batch new since the parent's round + a replay sample of older ones; with
-            nothing new the round is skipped (RoundSkipped, rounds/round-XXXX.skipped.json) unless
-            collect.when_empty is replay
+3. select:  every store batch new since the parent's round + a replay sample of older ones, with
+            outcome labels applied (the log's own, label.file, label.command; data_pipeline/labels.py);
+            with nothing new the round is skipped (RoundSkipped, rounds/round-XXXX.skipped.json)
+            unless collect.when_empty is replay
 4. train:   the method's module (trainer/methods/) drives TRL's trainer on the built dataset (LoRA)
 5. save:    adapter + manifest.json, written atomically as rounds/round-XXXX/
 
@@ -312,6 +313,12 @@ def prepare_round(recipe: Recipe, run: RunDir, r: int, progress: bool = True) ->
         raise UserError(f"held-out tasks reached round {r}'s data: {leaked[:5]}")
     base, parent_adapter = checkpoint_paths(run, parent)
     method = METHODS[recipe.train.method]
+    # outcome labels (the log's own, label.file, label.command), applied to the selected data: the
+    # store is never rewritten; what the method does not use unlabeled is dropped and counted
+    from data_pipeline.labels import apply_labels
+
+    trajs, labels = apply_labels(trajs, recipe.label, store.root, progress, unlabeled=recipe.data.unlabeled,
+                                 kind=method.DATASET)
     # KTO/DPO/GRPO reference: the parent's adapter (previous policy) or none (the base weights)
     reference_adapter = parent_adapter if method.REFERENCE and recipe.train.reference == "previous" else None
     if recipe.train.adapter == "reset":
@@ -335,7 +342,8 @@ def prepare_round(recipe: Recipe, run: RunDir, r: int, progress: bool = True) ->
         reference_adapter=str(reference_adapter) if reference_adapter else None,
         seed=seed, rows=len(dataset), store_batches=used, batches_seen=seen, new_batches=new,
         trajectories_used=len(trajs), cumulative_interaction_hours=hours, interaction_hours_new=new_hours,
-        started_at=t0, prepare_s=time.time() - t0, cumulative_episodes=store_episodes(store), logs=logs)
+        started_at=t0, prepare_s=time.time() - t0, cumulative_episodes=store_episodes(store), logs=logs,
+        labels=labels)
     selection.write(work)  # written last: its presence means "prepared"
     return selection
 
@@ -445,7 +453,7 @@ def finalize_round(recipe: Recipe, run: RunDir, r: int) -> RoundManifest:
         gpu_hours=parent.gpu_hours + metrics.get("fit_s", 0.0) / 3600.0 * metrics.get("gpus", 0),
         tokens_trained=parent.tokens_trained + int(metrics.get("tokens_trained", 0)),
         recipe_hash=recipe.hash(), code_version=code_version(), seed=sel.seed, metrics=metrics,
-        created_at=time.time())
+        created_at=time.time(), labels=sel.labels)
 
     def fill(tmp: Path) -> None:
         if adapter is not None:

@@ -307,7 +307,7 @@ def _log_train(recipe: Recipe, run: RunDir, r: int, wb, key: str | None) -> dict
               "gpu_hours": m.gpu_hours, "tokens_trained": m.tokens_trained,
               "wall_time_s": m.wall_time_s, "train_loss": metrics.get("train_loss"),
               "steps": metrics.get("steps", 0), "loss_history": losses, "parent": m.parent,
-              "adapter": m.adapter}
+              "adapter": m.adapter, "labels": m.labels or {}}
     if wb is None:
         return record
     import wandb
@@ -318,6 +318,7 @@ def _log_train(recipe: Recipe, run: RunDir, r: int, wb, key: str | None) -> dict
         wb.log({"train/step": i + 1, "train/loss": loss})
     wb.summary.update({k: v for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
     wb.summary.update(_scalars(metrics, "train/"))
+    wb.summary.update(_scalars(m.labels or {}, "labels/"))
     if r >= 1:
         _use(wb, checkpoint_artifact(wandb, recipe, run, r - 1, key), [f"round-{r - 1:04d}"])
     for batch_id in sorted(m.store_batches or {}):

@@ -221,13 +221,71 @@ def record_list(rec: Any, key: str, items: str) -> list:
     return value
 
 
-def outcome_from_reward(reward: Any) -> dict[str, Any]:
+def outcome_from_reward(reward: Any, field: str = "reward") -> dict[str, Any]:
+    """A reward (a boolean, or a number in [0, 1]; success at 1) as an outcome; {} when absent.
+    MappingError naming `field` for any other value: an out-of-range reward is quarantined, not
+    clipped."""
+    if reward is None:
+        return {}
     if isinstance(reward, bool):
         return {"success": reward, "score": float(reward)}
-    if isinstance(reward, (int, float)):
-        r = float(reward)
-        return {"success": r >= 1.0, "score": min(1.0, max(0.0, r))}
-    return {}
+    r = _unit_number(reward, field)
+    return {"success": r >= 1.0, "score": r}
+
+
+def _unit_number(v: Any, field: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
+        raise MappingError(field, f"expected a number in [0, 1], got {v!r}")
+    if not 0.0 <= v <= 1.0:
+        raise MappingError(field, f"must lie in [0, 1], got {v}")
+    return float(v)
+
+
+OUTCOME_FIELDS = ("success", "score", "reward")  # read in each outcome place (see log_outcome)
+
+
+def _outcome_place(d: dict[str, Any], prefix: str, top: bool) -> dict[str, Any]:
+    """`success` (true/false), then `score` and `reward` (numbers in [0, 1]; reward, read last,
+    wins) of one place. At the top level a reward or score also sets success (at 1) unless the
+    place gives `success`, and a boolean reward is a success flag (tau-bench's shape)."""
+    out: dict[str, Any] = {}
+    success = d.get("success")
+    if success is not None:
+        if not isinstance(success, bool):
+            raise MappingError(f"{prefix}success", f"expected true/false, got {success!r}")
+        out["success"] = success
+    for key in ("score", "reward"):
+        v = d.get(key)
+        if v is None:
+            continue
+        if top and isinstance(v, bool):
+            out.update({"success": v, "score": float(v)} if success is None else {"score": float(v)})
+            continue
+        out["score"] = _unit_number(v, f"{prefix}{key}")
+        if top and success is None:
+            out["success"] = out["score"] >= 1.0
+    return out
+
+
+def log_outcome(rec: Any, metadata: Any = None) -> dict[str, Any]:
+    """A record's outcome from wherever its log put it, least explicit first, each place
+    overriding the keys it gives: `metadata.{success,score,reward}`, then the top-level
+    `success` / `score` / `reward`, then `outcome.{success,score,reward}` (flywheel's own shape).
+    A success that is not true/false, or a score or reward that is not a number in [0, 1], raises
+    MappingError naming the field (the record is quarantined with that reason). {} when none is
+    given: the record is unlabeled, never a failure. `metadata`: the metadata mapping when it is
+    not `rec["metadata"]`."""
+    if not isinstance(rec, dict):
+        return {}
+    meta = rec.get("metadata") if metadata is None else metadata
+    out = _outcome_place(meta, "metadata.", False) if isinstance(meta, dict) else {}
+    out.update(_outcome_place(rec, "", True))
+    own = rec.get("outcome")
+    if own is not None:
+        if not isinstance(own, dict):
+            raise MappingError("outcome", f"expected an object, got {type(own).__name__}")
+        out.update(_outcome_place(own, "outcome.", False))
+    return out
 
 
 def read_records(path: Path, fn: Callable[[Any, Path, str], dict[str, Any]]) -> Iterator[Record]:

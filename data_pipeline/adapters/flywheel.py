@@ -1,11 +1,14 @@
 """flywheel's own canonical JSONL: one `Trajectory.to_dict()` per line (what the built-in
-environments log). The canonical schema is described in data_pipeline/SCHEMA.md."""
+environments log). The canonical schema is described in data_pipeline/SCHEMA.md. Outcome:
+`outcome.{success,score,reward}`, and where a hand-written line puts it, top-level `reward` /
+`score` / `success` or `metadata.{success,score,reward}` (common.log_outcome)."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Iterator
 
 from . import Record, iter_jsonl
+from .common import log_outcome, mapped
 
 NAME = "flywheel"
 LINES = True  # a .jsonl of this format is one record per line: a live log is read from its watermark on
@@ -24,4 +27,11 @@ def read(path: Path) -> Iterator[Record]:
             yield Record(loc, error=("<record>", f"expected a JSON object, got {type(obj).__name__}"),
                          excerpt=raw[:1024].decode("utf-8", "replace"))
         else:
-            yield Record(loc, data=obj, excerpt="")
+            yield mapped(loc, _with_outcome, obj)
+
+
+def _with_outcome(obj: dict) -> dict:
+    outcome = log_outcome(obj)
+    if outcome == obj.get("outcome"):
+        return obj  # the usual line (the built-in environments' logs): as it is
+    return {**obj, "outcome": outcome}

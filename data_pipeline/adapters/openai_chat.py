@@ -3,10 +3,11 @@
 "outcome"?, "metadata"?}`. Assistant tool calls in the OpenAI shape (`function.arguments` a JSON
 string) or the legacy `function_call`; `developer` is read as `system`, `function` as `tool`.
 
-The outcome comes from, most explicit first: `outcome: {success, score}` (flywheel's own shape),
-top-level `reward` / `score` / `success`, then `metadata.success` (true/false) and
-`metadata.reward` / `metadata.score` (a number in [0, 1]; anything else is quarantined naming the
-field). A line with none of these is unlabeled: neither a success nor a failure.
+The outcome (common.log_outcome) comes from, most explicit first: `outcome.{success, score,
+reward}` (flywheel's own shape), top-level `reward` / `score` / `success`, then
+`metadata.{success, score, reward}`: success true/false, score and reward numbers in [0, 1];
+anything else is quarantined naming the field. A line with none of these is unlabeled: neither a
+success nor a failure.
 
 Interaction time (the curve's x-axis): `started_at` / `ended_at` (epoch seconds or ISO-8601) and
 `duration_s` / `duration`, top-level or in `metadata` (common.record_times); a line without them
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from . import Record
-from .common import (MappingError, head_text, openai_tool_calls, outcome_from_reward, read_records, record_list,
+from .common import (MappingError, head_text, log_outcome, openai_tool_calls, read_records, record_list,
                      record_times, stable_id, text_of, token_fields, tools_to_openai)
 
 NAME = "openai"
@@ -51,48 +52,13 @@ def message(m: Any, where: str, call_names: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-def metadata_outcome(meta: dict[str, Any]) -> dict[str, Any]:
-    """`metadata.success` (true/false) and `metadata.reward` / `metadata.score` (in [0, 1], reward
-    first) as outcome keys; a value of the wrong type or range raises naming the field."""
-    out: dict[str, Any] = {}
-    success = meta.get("success")
-    if success is not None:
-        if not isinstance(success, bool):
-            raise MappingError("metadata.success", f"expected true/false, got {success!r}")
-        out["success"] = success
-    for key in ("score", "reward"):  # reward, read last, wins when both are given
-        v = meta.get(key)
-        if v is None:
-            continue
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise MappingError(f"metadata.{key}", f"expected a number in [0, 1], got {v!r}")
-        if not 0.0 <= v <= 1.0:
-            raise MappingError(f"metadata.{key}", f"must lie in [0, 1], got {v}")
-        out["score"] = float(v)
-    return out
-
-
-def record_outcome(rec: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
-    """The line's outcome (see module doc): each place, from the least explicit up, overrides the
-    keys it gives; `outcome` keys are passed on as given for the schema to validate."""
-    outcome = metadata_outcome(meta)
-    outcome.update(outcome_from_reward(rec.get("reward", rec.get("score"))))
-    if isinstance(rec.get("success"), bool):
-        outcome["success"] = rec["success"]
-    own = rec.get("outcome")
-    if own is not None and not isinstance(own, dict):
-        raise MappingError("outcome", f"expected an object, got {type(own).__name__}")
-    outcome.update({k: own[k] for k in ("success", "score") if own and own.get(k) is not None})
-    return outcome
-
-
 def conversation(rec: Any, path: Path, loc: str) -> dict[str, Any]:
     msgs = record_list(rec, "messages", "messages")
     names: dict[str, str] = {}
     messages = [message(m, f"messages[{i}]", names) for i, m in enumerate(msgs)]
     first_user = next((m["content"] for m in messages if m["role"] == "user"), "")
     meta = dict(rec.get("metadata") or {}) if isinstance(rec.get("metadata"), dict) else {}
-    outcome = record_outcome(rec, meta)
+    outcome = log_outcome(rec, meta)
     tools = tools_to_openai(rec.get("tools"))
     if tools:
         meta["tools"] = tools

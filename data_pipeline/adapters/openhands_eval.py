@@ -1,13 +1,15 @@
 """OpenHands evaluation `output.jsonl` (one instance per line: instance_id, instruction,
 instance, metadata, history, metrics, error, test_result) and the older resolver output
-(issue, history, success, result_explanation). Events are mapped as in `openhands.py`."""
+(issue, history, success, result_explanation). Events are mapped as in `openhands.py`. Outcome:
+top-level `success` / `score` / `reward` and `outcome.*` (common.log_outcome; `metadata` is the
+run's configuration here, not read for outcomes)."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Iterator
 
 from . import Record
-from .common import head_text, jsonl_objects, mapped, require
+from .common import head_text, jsonl_objects, log_outcome, mapped, require
 from .openhands import events_to_messages
 
 NAME = "openhands-eval"
@@ -33,7 +35,7 @@ def eval_record(rec: Any, path: Path, loc: str) -> dict[str, Any]:
         parts = path.parts
         bench = parts[parts.index("benchmarks") + 1] if "benchmarks" in parts[:-1] else "swe_bench"
         task_id, suite = str(require(rec, "instance_id", str)), bench.replace("_", "-")
-    outcome = {"success": rec["success"]} if isinstance(rec.get("success"), bool) else {}
+    outcome = log_outcome(rec, metadata={})  # its `metadata` is the run's configuration, not an outcome
     metrics = rec.get("metrics") if isinstance(rec.get("metrics"), dict) else {}
     meta = {"error": rec.get("error"), "dataset": md.get("dataset"), "agent_class": md.get("agent_class"),
             "max_iterations": md.get("max_iterations"), "accumulated_cost": metrics.get("accumulated_cost"),

@@ -3,6 +3,9 @@
 `from` is human|user, gpt|assistant, system, function_call (value = JSON {name, arguments}) or
 observation|tool|function (the tool result of the preceding call). Tool calls carry no ids in
 this format; the adapter numbers them (`call_0`, ...) so results stay linked to their calls.
+Outcome (common.log_outcome): `outcome.{success,score,reward}`, top-level `reward` / `score` /
+`success`, `metadata.{success,score,reward}`; none: unlabeled.
+
 Interaction time: `started_at` / `ended_at` / `duration_s` as in the OpenAI adapter (common.record_times)."""
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from . import Record
-from .common import (MappingError, head_text, outcome_from_reward, read_records, record_list, record_times, stable_id,
+from .common import (MappingError, head_text, log_outcome, read_records, record_list, record_times, stable_id,
                      tools_to_openai)
 
 NAME = "sharegpt"
@@ -58,6 +61,7 @@ def conversation(rec: Any, path: Path, loc: str) -> dict[str, Any]:
         if m["role"] == "tool" and last_call is not None:
             m["tool_call_id"], m["name"] = last_call["id"], last_call["name"]
         messages.append(m)
+    outcome = log_outcome(rec)
     meta = {k: v for k, v in rec.items() if k not in ("conversations", "system", "tools")}
     tools = tools_to_openai(rec.get("tools"))
     if tools:
@@ -65,7 +69,7 @@ def conversation(rec: Any, path: Path, loc: str) -> dict[str, Any]:
     first_user = next((m["content"] for m in messages if m["role"] == "user"), "")
     return {"episode_id": str(rec.get("id") or f"{path.name}:{loc}"),
             "task_id": str(rec.get("task_id") or "sharegpt/" + stable_id(first_user)),
-            "source_format": NAME, "messages": messages, "outcome": outcome_from_reward(rec.get("reward")),
+            "source_format": NAME, "messages": messages, "outcome": outcome,
             "metadata": meta, **record_times(rec, meta.get("metadata") if isinstance(meta.get("metadata"), dict) else {})}
 
 

@@ -3,7 +3,8 @@ simulation. The agent's system prompt is the domain policy (`info.environment_in
 as the first message. Tool calls are flat ({id, name, arguments: object, requestor}); tool results
 carry the call id in `id`. In the telecom domain the *user* also calls tools: those calls and their
 results are kept as user turns ("(user tool call) name {...}" / "(user tool result) ..."), since
-they are the environment's doing, not the agent's. Interaction time: `duration` (seconds)."""
+they are the environment's doing, not the agent's. Interaction time: `duration` (seconds).
+Outcome: `reward_info.reward` (a number in [0, 1], success at 1; anything else is quarantined)."""
 from __future__ import annotations
 
 import json
@@ -66,7 +67,7 @@ def simulation(sim: Any, path: Path, loc: str, info: dict[str, Any], tasks: dict
             "category": domain, "policy": str((info.get("agent_info") or {}).get("llm") or ""), "source_format": NAME,
             "started_at": iso_seconds(sim.get("start_time")), "ended_at": iso_seconds(sim.get("end_time")),
             "duration_s": sim.get("duration"), "messages": _messages(sim, env.get("policy") or ""),
-            "outcome": outcome_from_reward(reward_info.get("reward")), "metadata": meta}
+            "outcome": outcome_from_reward(reward_info.get("reward"), "reward_info.reward"), "metadata": meta}
 
 
 def read(path: Path) -> Iterator[Record]:

@@ -1,14 +1,15 @@
 """tau-bench historical trajectories: a JSON array (often gzip'd) of
 `{task_id: int, trial: int, reward: 0|1, info: {task, reward_info, ...}, traj: [OpenAI messages]}`.
 No timestamps, so interaction time is unknown (None). The domain (airline / retail) and the agent
-model come from the file name (`gpt-4o-airline.json`) or the system prompt."""
+model come from the file name (`gpt-4o-airline.json`) or the system prompt. Outcome: `reward` (and
+`score` / `success`, `outcome.*`, `metadata.*` when a converted file has them; common.log_outcome)."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Iterator
 
 from . import Record
-from .common import MappingError, head_text, outcome_from_reward, read_records, require
+from .common import MappingError, head_text, log_outcome, read_records, require
 from .openai_chat import message
 
 NAME = "tau-bench"
@@ -46,7 +47,7 @@ def run_record(rec: Any, path: Path, loc: str) -> dict[str, Any]:
     return {"episode_id": f"{path.name.split('.json')[0]}/task{rec['task_id']}/trial{trial}",
             "task_id": f"tau-bench/{domain}/{rec['task_id']}", "suite": "tau-bench", "category": domain,
             "policy": model, "source_format": NAME, "messages": messages,
-            "outcome": outcome_from_reward(rec.get("reward")), "metadata": meta}
+            "outcome": log_outcome(rec), "metadata": meta}
 
 
 def read(path: Path) -> Iterator[Record]:

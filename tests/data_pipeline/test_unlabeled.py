@@ -98,33 +98,33 @@ def test_kto_skips_unlabeled_and_counts_them(store):
     prov = builders.provenance(kto)
     assert sorted(kto["label"]) == [False] * (LABELED - SUCCESSES) + [True] * SUCCESSES
     assert not texts(kto.to_list()) & unlabeled_answers()
-    assert (prov["trajectories"], prov["unlabeled_skipped"]) == (LABELED, TOTAL - LABELED)
-    assert prov["trajectories"] + prov["unlabeled_skipped"] == TOTAL
+    assert (prov["trajectories"], prov["unlabeled_dropped"]) == (LABELED, TOTAL - LABELED)
+    assert prov["trajectories"] + prov["unlabeled_dropped"] == TOTAL
 
 
 def test_dpo_pairs_only_labeled(store):
     dpo = builders.build_dpo(store.trajectories())
     assert sorted((r["chosen"][-1]["content"], r["rejected"][-1]["content"]) for r in dpo) == [
         ("answer 0", "answer 1"), ("answer 4", "answer 5"), ("answer 7", "answer 9")]
-    assert builders.provenance(dpo)["unlabeled_skipped"] == TOTAL - LABELED
+    assert builders.provenance(dpo)["unlabeled_dropped"] == TOTAL - LABELED
 
 
-def test_sft_skips_unlabeled_unless_asked_to_imitate(store):
+def test_sft_drops_unlabeled_unless_asked_to_keep(store):
     trajs = store.trajectories()
     ok = builders.build_sft(trajs)
     prov = builders.provenance(ok)
     assert len(ok) == SUCCESSES and not texts(ok.to_list()) & unlabeled_answers()
-    assert prov["trajectories"] + (LABELED - SUCCESSES) + prov["unlabeled_skipped"] == TOTAL
+    assert prov["trajectories"] + (LABELED - SUCCESSES) + prov["unlabeled_dropped"] == TOTAL
     weighted = builders.build_sft(trajs, success_only=False)
     assert sorted(weighted["weight"]) == [0.0, 0.0, 0.0, 0.5, 1.0, 1.0, 1.0, 1.0]
-    assert builders.provenance(weighted)["unlabeled_skipped"] == TOTAL - LABELED
-    every = builders.build_sft(trajs, success_only=False, unlabeled="imitate")
+    assert builders.provenance(weighted)["unlabeled_dropped"] == TOTAL - LABELED
+    every = builders.build_sft(trajs, success_only=False, unlabeled="keep")
     prov = builders.provenance(every)
-    assert len(every) == TOTAL and (prov["unlabeled_imitated"], prov["unlabeled_skipped"]) == (5, 0)
+    assert len(every) == TOTAL and (prov["unlabeled_kept"], prov["unlabeled_dropped"]) == (5, 0)
     assert sorted(w for r, w in zip(every["messages"], every["weight"])
                   if r[-1]["content"] in unlabeled_answers()) == [1.0] * 5
-    assert len(builders.build_sft(trajs, unlabeled="imitate")) == SUCCESSES + TOTAL - LABELED
-    with pytest.raises(ValueError, match="skip, imitate"):
+    assert len(builders.build_sft(trajs, unlabeled="keep")) == SUCCESSES + TOTAL - LABELED
+    with pytest.raises(ValueError, match="drop, keep"):
         builders.build_sft(trajs, unlabeled="weight")
 
 
@@ -139,11 +139,11 @@ def test_store_stats_rate_is_over_labeled(store, capsys):
     assert "0.5 (4 of 8 labeled)" in out and "unlabeled              5" in out
 
 
-def test_cli_build_reports_unlabeled_skipped(store, tmp_path, capsys):
+def test_cli_build_reports_unlabeled_dropped(store, tmp_path, capsys):
     out = tmp_path / "kto"
     assert main(["dataset", "build", "--store", str(store.root), "--kind", "kto", "--out", str(out)]) == 0
-    assert "5 unlabeled skipped" in capsys.readouterr().out
-    assert json.loads((out / "provenance.json").read_text())["unlabeled_skipped"] == 5
+    assert "5 unlabeled dropped" in capsys.readouterr().out
+    assert json.loads((out / "provenance.json").read_text())["unlabeled_dropped"] == 5
 
 
 def test_all_unlabeled_build_names_the_cause_and_the_way_forward(tmp_path, capsys):
@@ -154,12 +154,13 @@ def test_all_unlabeled_build_names_the_cause_and_the_way_forward(tmp_path, capsy
     build = ["dataset", "build", "--store", st, "--out"]
     assert main(build + [str(tmp_path / "sft"), "--kind", "sft"]) == 2
     err = capsys.readouterr().err
-    assert "no sft rows: 6 usable trajectories" in err and "0 with an outcome (all unlabeled)" in err
-    assert "outcome.success / outcome.score, or metadata.success / metadata.reward" in err
-    assert "--unlabeled imitate" in err and "held-out tasks excluded)" in err
+    assert "no sft rows: 6 usable trajectories" in err and "6 without an outcome (all unlabeled" in err
+    assert "outcome.success / outcome.score, metadata.success / metadata.reward" in err
+    assert "--label-command, label.command" in err and "--label-file, label.file" in err
+    assert "--unlabeled keep" in err and "held-out tasks excluded)" in err
     assert main(build + [str(tmp_path / "kto"), "--kind", "kto"]) == 2
-    assert "--kind sft --unlabeled imitate" in capsys.readouterr().err
-    assert main(build + [str(tmp_path / "sft"), "--kind", "sft", "--unlabeled", "imitate"]) == 0
+    assert "--kind sft --unlabeled keep" in capsys.readouterr().err
+    assert main(build + [str(tmp_path / "sft"), "--kind", "sft", "--unlabeled", "keep"]) == 0
     assert len(datasets.load_from_disk(str(tmp_path / "sft"))) == 6
 
 
@@ -170,4 +171,4 @@ def test_no_success_build_suggests_all_scores(tmp_path, capsys):
     capsys.readouterr()
     assert main(["dataset", "build", "--store", st, "--kind", "sft", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
-    assert "3 with an outcome (0 successful, 0 unlabeled)" in err and "--all-scores" in err
+    assert "3 with an outcome (0 successful, 0 without an outcome)" in err and "--all-scores" in err

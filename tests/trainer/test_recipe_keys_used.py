@@ -110,6 +110,41 @@ def _write_curve_run(root: Path, top: float) -> Path:
     return root
 
 
+# label.command's verifier, by its argument: `one` scores 1; `slow` too, after 0.5 s; `alone` scores 1
+# when no other call ran beside it, else 0.5 (label.workers); `cwd` scores 1 when its working
+# directory holds a file `ok`, else 0.5 (label.workdir)
+VERIFIER = """import os, sys, time, uuid
+mode = sys.argv[1]
+sys.stdin.read()
+if mode == "slow":
+    time.sleep(0.5)
+if mode == "alone":  # waits up to 2 s for another call to show up beside it
+    os.makedirs("running", exist_ok=True)
+    me = os.path.join("running", uuid.uuid4().hex)
+    open(me, "w").close()
+    end, others = time.time() + 2.0, 0
+    while not others and time.time() < end:
+        time.sleep(0.05)
+        others = len(os.listdir("running")) - 1
+    time.sleep(0.5 if others else 0)  # long enough for the other call to see this one too
+    os.remove(me)
+    print(0.5 if others else 1.0)
+elif mode == "cwd":
+    print(1.0 if os.path.exists("ok") else 0.5)
+else:
+    print(1.0)
+"""
+
+
+def _verifier(mode: str) -> Callable[[Workspace], str]:
+    """A value: label.command running the workspace's verifier in `mode`."""
+    return lambda w: f"{shlex.quote(sys.executable)} {shlex.quote(str(w.files['verifier']))} {mode}"
+
+
+def _unlabeled_sources(w: Workspace) -> list[str]:
+    return [str(w.files["unlabeled"])]
+
+
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory) -> Workspace:
     """The base recipe and its files: logged episodes (the sources, with an e-mail address to
@@ -122,6 +157,16 @@ def ws(tmp_path_factory) -> Workspace:
         _trajectory(101, True, 0.9, "write to alice@example.com when done"), _trajectory(102, False, 0.2),
         _trajectory(103, True, 0.3)])
     f["source2"] = _write_trajectories(root / "source2.jsonl", [_trajectory(201, True, 1.0)])
+    # plain logs without an outcome, their side file of labels and a verifier (label.*, data.unlabeled)
+    f["unlabeled"] = _write_trajectories(root / "unlabeled.jsonl", [
+        _trajectory(301, None, None, "go east"), _trajectory(302, None, None, "go west")])
+    f["labels"] = root / "labels.csv"
+    f["labels"].write_text("episode_id,success\nep-301,true\n")
+    f["verifier"] = root / "verifier.py"
+    f["verifier"].write_text(VERIFIER)
+    f["judge_dir"] = root / "judge"
+    f["judge_dir"].mkdir()
+    (f["judge_dir"] / "ok").write_text("")
     f["round1"] = _write_trajectories(root / "round1.jsonl", [
         _trajectory(1, True, 0.8), _trajectory(2, False, 0.1), _trajectory(3, True, 0.4)])
     f["round2"] = _write_trajectories(root / "round2.jsonl", [
@@ -511,6 +556,18 @@ KEYS: dict[str, Key] = {
     "data.success_only": Key(data_selection),
     "data.min_score": Key(data_selection),
     "data.replay_ratio": Key(data_selection),
+    # logs without an outcome: kept (imitated) instead of dropped
+    "data.unlabeled": Key(data_selection, "keep", context=(("collect.logs", _unlabeled_sources),)),
+    "label.file": Key(data_selection, _file("labels"), context=(("collect.logs", _unlabeled_sources),)),
+    "label.command": Key(data_selection, _verifier("one"), context=(("collect.logs", _unlabeled_sources),)),
+    # a verifier taking 0.5 s: a 0.1 s time-out quarantines its answers
+    "label.timeout_s": Key(data_selection, 0.1, context=(("collect.logs", _unlabeled_sources),
+                                                        ("label.command", _verifier("slow")))),
+    # the verifier scores 1 only when no other call ran beside it: one worker at a time
+    "label.workers": Key(data_selection, 1, context=(("collect.logs", _unlabeled_sources),
+                                                     ("label.command", _verifier("alone")))),
+    "label.workdir": Key(data_selection, _file("judge_dir"), context=(("collect.logs", _unlabeled_sources),
+                                                                      ("label.command", _verifier("cwd")))),
     "collect.suites[0].name": Key(collection, "knapsack"),
     "collect.suites[0].difficulty": Key(collection),
     "collect.suites[0].episodes": Key(collection),

@@ -39,6 +39,11 @@ def print_summary(d: dict, as_json: bool) -> None:
         return
     print(f"read {d['read']}: accepted {d['accepted']}, duplicates {d['duplicates']}, quarantined {d['quarantined']}"
           f" -> batch {d['batch_id'] or '(nothing new)'}")
+    if d["accepted"]:
+        unlabeled = d["accepted"] - d["with_outcome"]
+        print(f"with an outcome: {d['with_outcome']} of {d['accepted']} accepted"
+              + (f" ({unlabeled} unlabeled: label them with label.file / label.command, or train on them "
+                 "with data.unlabeled: keep)" if unlabeled else ""))
     for path, fmt in d["formats"].items():
         print(f"  {fmt:<16} {path}")
     for path, note in d["skipped"]:

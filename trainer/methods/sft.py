@@ -36,10 +36,11 @@ class Config(Section):
 
 def build_dataset(trajs, recipe, heldout):
     """The round's trajectories -> whole conversations to imitate (`messages`), kept as
-    data.success_only and data.min_score say (data_pipeline.builders.build_sft)."""
+    data.success_only, data.min_score and data.unlabeled say (data_pipeline.builders.build_sft)."""
     from data_pipeline.builders import build_sft
 
-    return build_sft(trajs, success_only=recipe.data.success_only, min_score=recipe.data.min_score, heldout=heldout)
+    return build_sft(trajs, success_only=recipe.data.success_only, min_score=recipe.data.min_score, heldout=heldout,
+                     unlabeled=recipe.data.unlabeled)
 
 
 def sft_args(cfg, seed: int, work_dir: Path, learning_rate: float, deepspeed_config: str | None,
