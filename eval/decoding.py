@@ -129,15 +129,16 @@ def decode(model, tokenizer, prompt_ids: list[int], rows: list[Row], sampling: S
                     row.logprobs.append(_logprob_entry(logits[i], tok, sampling.top_logprobs, pieces))
                 row.ids.append(tok)
                 counts[i][tok] = counts[i].get(tok, 0) + 1
-                piece = pieces(tok)
-                row.constraint, _ = _accepts(row.constraint, row.text, piece)
-                row.text += piece
+                row.constraint, _ = _accepts(row.constraint, row.text, pieces(tok))
+                # the whole reply decoded again: a character split over tokens comes out whole
+                row.text = tokenizer.decode(row.ids, skip_special_tokens=False)
                 cut = _stop_at(row.text, sampling.stop)
                 if cut is not None:
                     row.text, row.finish = row.text[:cut], "stop"
                     grown.append((i, _flush(row, emitted, i)))
                     continue
-                upto = max(emitted[i], len(row.text) - hold)
+                settled = len(row.text.rstrip("\ufffd"))  # an unfinished multi-byte character waits
+                upto = max(emitted[i], min(settled, len(row.text) - hold))
                 grown.append((i, row.text[emitted[i]:upto]))
                 emitted[i] = upto
             ids = torch.tensor([[t] for t in nxt], device=device)

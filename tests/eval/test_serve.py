@@ -108,6 +108,15 @@ def test_special_tokens_never_reach_content(served):
     assert "<|" not in text and "|>" not in text
 
 
+def test_special_tokens_are_in_the_raw_reply_not_the_content(tiny):
+    model, tok = tiny
+    chat = ChatModel(model, tok)
+    job = chat.prepare({"messages": ASK, "max_tokens": 120, "seed": 3, "logit_bias": {"1": -100}})
+    reply = chat.finish(job)
+    assert "<|system|>" in job.rows[0].text  # what the model printed
+    assert "<|" not in reply["choices"][0]["message"]["content"]
+
+
 def test_tool_call_replies_come_back_as_tool_calls(taught):
     model, tok = taught
     with serving(model, tok) as url:
@@ -206,6 +215,25 @@ def test_stop_top_p_logprobs_and_n(served):
     assert len({ch.message.content for ch in many.choices}) > 1  # each row samples on its own
     same = c.chat.completions.create(temperature=1.0, n=3, seed=11, **base)
     assert [ch.message.content for ch in same.choices] == [ch.message.content for ch in many.choices]
+
+
+def test_penalties_and_parallel_tool_calls(tiny):
+    """frequency / presence penalties change a greedy reply that repeats itself; parallel_tool_calls
+    false keeps one call of a turn that made two."""
+    from eval.decoding import Row
+
+    model, tok = tiny
+    chat = ChatModel(model, tok)
+    base = {"messages": ASK, "max_tokens": 40, "temperature": 0, "logit_bias": {"1": -100}}
+    plain = chat.complete(base)["choices"][0]["message"]["content"]
+    assert chat.complete({**base, "frequency_penalty": 2.0})["choices"][0]["message"]["content"] != plain
+    assert chat.complete({**base, "presence_penalty": 2.0})["choices"][0]["message"]["content"] != plain
+    two = ('<|tool_call|>{"name": "add", "arguments": {"x": 1, "y": 2}}<|/tool_call|>'
+           '<|tool_call|>{"name": "lookup", "arguments": {}}<|/tool_call|>')
+    for parallel, names in ((True, ["add", "lookup"]), (False, ["add"])):
+        job = chat.prepare({"messages": ASK, "tools": TOOLS, "parallel_tool_calls": parallel})
+        message, finish = chat._message(job, Row(text=two, finish="stop"))
+        assert [c["function"]["name"] for c in message["tool_calls"]] == names and finish == "tool_calls"
 
 
 def test_max_tokens_is_capped_by_the_context(tiny):
