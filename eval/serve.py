@@ -150,14 +150,11 @@ class ChatModel:
             for i, text in step:
                 row = job.rows[i]
                 deltas = streams[i].feed(text, final=row.finish is not None)
-                lps = None
-                if job.req.logprobs:
-                    lps = {"content": row.logprobs[lp_sent[i]:]}
-                    lp_sent[i] = len(row.logprobs)
                 for k, delta in enumerate(deltas):
-                    yield chunk(i, delta, logprobs=lps if k == 0 else None)
+                    yield chunk(i, delta, logprobs=self._new_logprobs(job, row, lp_sent, i) if k == 0 else None)
                 if row.finish is not None:
-                    yield chunk(i, {}, "tool_calls" if streams[i].calls else row.finish)
+                    yield chunk(i, {}, "tool_calls" if streams[i].calls else row.finish,
+                                logprobs=self._new_logprobs(job, row, lp_sent, i))
         if cancelled():
             return
         self._log(job, [self._message(job, row)[0] for row in job.rows],
@@ -165,6 +162,15 @@ class ChatModel:
         if job.req.include_usage:
             yield {"id": job.id, "object": "chat.completion.chunk", "created": job.created, "model": self.name,
                    "choices": [], "usage": self._usage(job)}
+
+    @staticmethod
+    def _new_logprobs(job: Job, row: Row, sent: list[int], i: int) -> dict | None:
+        """The log-probs of a row's tokens not yet sent (a delta held back sends them later)."""
+        if not job.req.logprobs or sent[i] == len(row.logprobs):
+            return None
+        out = {"content": row.logprobs[sent[i]:]}
+        sent[i] = len(row.logprobs)
+        return out
 
     def models(self) -> dict[str, Any]:
         return {"object": "list", "data": [{"id": n, "object": "model", "created": 0, "owned_by": "flywheel"}
@@ -283,10 +289,10 @@ class _Gate:
 
     def __init__(self, slots: int, queue: int):
         self.slots, self.queue = slots, queue
-        self.waiting, self._sem = 0, None
+        self.waiting, self.running, self._sem = 0, 0, None
 
     def full(self) -> bool:
-        return self._sem is not None and self._sem.locked() and self.waiting >= self.queue
+        return self.running >= self.slots and self.waiting >= self.queue
 
     @contextlib.asynccontextmanager
     async def hold(self):
@@ -297,9 +303,11 @@ class _Gate:
             await self._sem.acquire()
         finally:
             self.waiting -= 1
+        self.running += 1
         try:
             yield
         finally:
+            self.running -= 1
             self._sem.release()
 
 
@@ -330,9 +338,7 @@ def build_app(chat: ChatModel, api_key: str | None = None, max_concurrency: int 
         return denied(request) or JSONResponse(chat.models())
 
     async def health(request: Request):
-        return JSONResponse({"status": "ok", "in_flight": max_concurrency - (gate._sem._value if gate._sem else
-                                                                              max_concurrency),
-                             "waiting": gate.waiting})
+        return JSONResponse({"status": "ok", "running": gate.running, "waiting": gate.waiting})
 
     async def completions(request: Request):
         raw = await request.body()
@@ -456,15 +462,19 @@ def is_local(host: str) -> bool:
         return False
 
 
-def make_server(model, tokenizer, host: str = "127.0.0.1", port: int = 0, model_name: str = "flywheel",
-                api_key: str | None = None, log_dir: str | Path | None = None, max_concurrency: int = 1,
-                max_queue: int = 64, policy: str | None = None) -> Server:
-    """A server (not yet serving: call its serve_forever) of the model; port 0 picks a free port."""
+def _check_options(host: str, api_key: str | None, max_concurrency: int, max_queue: int) -> None:
     if not is_local(host) and not api_key:
         raise EvalError(f"--host {host} listens beyond this machine: give --api-key KEY (or set FLYWHEEL_API_KEY) "
                         "so that only callers with the key are served")
     if max_concurrency < 1 or max_queue < 0:
         raise EvalError("--max-concurrency must be >= 1 and --max-queue >= 0")
+
+
+def make_server(model, tokenizer, host: str = "127.0.0.1", port: int = 0, model_name: str = "flywheel",
+                api_key: str | None = None, log_dir: str | Path | None = None, max_concurrency: int = 1,
+                max_queue: int = 64, policy: str | None = None) -> Server:
+    """A server (not yet serving: call its serve_forever) of the model; port 0 picks a free port."""
+    _check_options(host, api_key, max_concurrency, max_queue)
     chat = ChatModel(model, tokenizer, model_name, log_dir=log_dir, policy=policy)
     return Server(build_app(chat, api_key, max_concurrency, max_queue), host, port)
 
@@ -500,8 +510,7 @@ def checkpoint_server(checkpoint, load, host: str = "127.0.0.1", port: int = 800
     from eval.checkpoints import resolve_checkpoint
     from eval.policy import load_checkpoint
 
-    if not is_local(host) and not options.get("api_key"):
-        make_server(None, None, host, port, **options)  # raises the error before the model loads
+    _check_options(host, options.get("api_key"), options.get("max_concurrency", 1), options.get("max_queue", 64))
     base, adapter = resolve_checkpoint(checkpoint)
     model, tokenizer = load_checkpoint(base, adapter, load)
     return make_server(model, tokenizer, host, port, name or Path(checkpoint).resolve().name,

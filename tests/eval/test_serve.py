@@ -302,6 +302,11 @@ def test_streaming_text_matches_the_whole_reply(served):
     assert text == whole.choices[0].message.content
     assert chunks[-1].usage.completion_tokens == 16 and not chunks[-1].choices
     assert [ch.choices[0].finish_reason for ch in chunks if ch.choices][-1] == "length"
+    with_lp = list(c.chat.completions.create(stream=True, logprobs=True, **kw))
+    streamed_lp = [e.logprob for ch in with_lp if ch.choices and ch.choices[0].logprobs
+                   for e in ch.choices[0].logprobs.content]
+    whole_lp = [e.logprob for e in c.chat.completions.create(logprobs=True, **kw).choices[0].logprobs.content]
+    assert len(streamed_lp) == 16 and streamed_lp == pytest.approx(whole_lp)
     # raw: server-sent events closed by [DONE]
     u = urlparse(served)
     conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
