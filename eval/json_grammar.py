@@ -22,7 +22,7 @@ from typing import Any
 ANNOTATIONS = {"title", "description", "default", "examples", "$schema", "strict", "$comment"}
 SUPPORTED = {"type", "properties", "required", "additionalProperties", "items", "enum", "const"} | ANNOTATIONS
 TYPES = {"object", "array", "string", "number", "integer", "boolean", "null"}
-MAX_WS = 8  # whitespace characters in a row outside strings: keeps a reply from idling forever
+MAX_WS = 6  # whitespace characters in a row outside strings: keeps a reply from idling forever
 _NUMBER_PREFIX = re.compile(r"-?(0|[1-9][0-9]*)?(\.[0-9]*)?([eE][+-]?[0-9]*)?\Z")
 _NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?\Z")
 _INTEGER_PREFIX = re.compile(r"-?(0|[1-9][0-9]*)?\Z")

@@ -451,3 +451,54 @@ def test_developer_role_is_the_system_role_and_unknown_routes_keep_the_connectio
     r = conn.getresponse()
     assert r.status == 200 and json.loads(r.read())["object"] == "chat.completion"
     conn.close()
+
+
+@pytest.mark.slow
+def test_inspect_ai_task_runs_its_tool_through_the_server(tiny, tmp_path, monkeypatch):
+    """A small local inspect_ai task (no hub, no docker) with a tool, against the served tiny model
+    through inspect's `openai-api/flywheel/NAME` provider: the forced call is parsed by the server and
+    executed by inspect, and both inspect's .eval log and the server's --log-dir ingest."""
+    pytest.importorskip("inspect_ai", reason="pip install -e '.[harness]'")
+    from inspect_ai import Task
+    from inspect_ai import eval as inspect_eval
+    from inspect_ai.dataset import Sample
+    from inspect_ai.scorer import includes
+    from inspect_ai.solver import generate, use_tools
+    from inspect_ai.tool import ToolFunction, tool
+
+    from data_pipeline.store import ExperienceStore
+    from trainer.cli import main
+
+    @tool
+    def add():
+        async def execute(x: int, y: int):
+            """Add two numbers.
+
+            Args:
+                x: The first number.
+                y: The second number.
+            """
+            return str(x + y)
+        return execute
+
+    model, tok = tiny
+    with serving(model, tok, model_name="tiny", api_key="k", log_dir=tmp_path / "served") as url:
+        monkeypatch.setenv("FLYWHEEL_BASE_URL", url)
+        monkeypatch.setenv("FLYWHEEL_API_KEY", "k")
+        task = Task(dataset=[Sample(input="What is 2+3? Use the add tool.", target="5"),
+                             Sample(input="What is 1+1?", target="2")],
+                    solver=[use_tools(add(), tool_choice=ToolFunction("add")), generate()], scorer=includes(),
+                    message_limit=6)
+        (log,) = inspect_eval(task, model="openai-api/flywheel/tiny", log_dir=str(tmp_path / "logs"),
+                              display="none", max_tokens=300, seed=0)
+    assert log.status == "success"
+    for sample in log.samples:
+        call = next(m for m in sample.messages if m.role == "assistant" and m.tool_calls).tool_calls[0]
+        result = next(m for m in sample.messages if m.role == "tool")
+        assert call.function == "add" and result.text == str(call.arguments["x"] + call.arguments["y"])
+    assert main(["ingest", str(tmp_path / "logs"), "--store", str(tmp_path / "store")]) == 0
+    samples = ExperienceStore(tmp_path / "store").trajectories()
+    assert len(samples) == 2 and all(any(m.role == "tool" for m in t.messages) for t in samples)
+    assert main(["ingest", str(tmp_path / "served"), "--store", str(tmp_path / "served-store")]) == 0
+    served = ExperienceStore(tmp_path / "served-store").trajectories()
+    assert len(served) == 4 and sum(bool(t.messages[-1].tool_calls) for t in served) == 2
