@@ -71,7 +71,9 @@ class ToolFormat:
         if fmt is not None:
             return fmt
         vocab = set(getattr(tokenizer, "get_vocab", dict)())
-        if "<tool_call>" in vocab:
+        template = tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else ""
+        # Hermes' convention for ChatML models (Qwen, Hermes, SmolLM2) when the template prints no tool calls
+        if "<tool_call>" in vocab or "<|im_start|>" in template:
             return cls("<tool_call>\n", "\n</tool_call>", '<tool_call>\n{"name": ', ', "arguments": ',
                        "}\n</tool_call>", source="hermes marks")
         if "<|tool_call|>" in vocab:

@@ -379,7 +379,10 @@ def build_app(chat: ChatModel, api_key: str | None = None, max_concurrency: int 
     routes += [Route(p, completions, methods=["POST"]) for p in ("/v1/chat/completions", "/chat/completions")]
     routes += [Route("/health", health, methods=["GET"]),
                Route("/{path:path}", unknown, methods=["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"])]
-    return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    async def crashed(request: Request, exc: Exception):
+        return error(500, f"the server failed on this request: {type(exc).__name__}: {exc}", "server_error")
+
+    return Starlette(routes=routes, exception_handlers={HTTPException: http_error, Exception: crashed})
 
 
 async def _events(chat: ChatModel, job: Job, gate: _Gate):

@@ -502,3 +502,21 @@ def test_inspect_ai_task_runs_its_tool_through_the_server(tiny, tmp_path, monkey
     assert main(["ingest", str(tmp_path / "served"), "--store", str(tmp_path / "served-store")]) == 0
     served = ExperienceStore(tmp_path / "served-store").trajectories()
     assert len(served) == 4 and sum(bool(t.messages[-1].tool_calls) for t in served) == 2
+
+
+@pytest.mark.real
+def test_smollm2_forced_tool_call_in_hermes_form():
+    """SmolLM2 (ChatML; its template prints no tool calls): Hermes' `<tool_call>` marks, a call forced
+    by tool_choice comes back as tool_calls with the arguments the model chose."""
+    path = Path(os.environ.get("FLYWHEEL_REAL_MODEL", Path.home() / ".cache/flywheel/models/smollm2-135m-instruct"))
+    if not (path / "config.json").exists():
+        pytest.fail(f"no real model at {path}: run make real-model")
+    model, tok = load_checkpoint(path)
+    chat = ChatModel(model, tok)
+    assert chat.fmt.open == "<tool_call>\n" and chat.fmt.source == "hermes marks"
+    reply = chat.complete({"messages": [{"role": "user", "content": "What is 2+3?"}], "tools": TOOLS[1:],
+                           "tool_choice": "required", "temperature": 0, "max_tokens": 120})
+    choice = reply["choices"][0]
+    assert choice["finish_reason"] == "tool_calls", choice
+    (call,) = choice["message"]["tool_calls"]
+    assert call["function"]["name"] == "add" and json.loads(call["function"]["arguments"]) == {"x": 2, "y": 3}
