@@ -453,13 +453,12 @@ def constraint_for(req: ChatRequest, fmt: ToolFormat | None):
         return None
     tools = {t["function"]["name"]: t["function"] for t in req.tools}
     names = list(tools) if req.tool_choice == "required" else [req.tool_choice.split(":", 1)[1]]
-    schema: Any = {"type": "object"}
-    if len(names) == 1:
-        params = tools[names[0]].get("parameters") or {"type": "object"}
+    schemas = {}
+    for name in names:
+        params = tools[name].get("parameters") or {"type": "object"}
         try:
             jg.check_schema(params)
-            schema = params
+            schemas[name] = params
         except jg.SchemaUnsupported:
-            schema = {"type": "object"}  # arguments are still one JSON object; the schema's extra rules are not forced
-    return jg.sequence_state([("text", fmt.head), ("choice", [json.dumps(n) for n in names]), ("text", fmt.mid),
-                              ("json", schema), ("text", fmt.tail)])
+            schemas[name] = {"type": "object"}  # still one JSON object; the schema's other rules are not forced
+    return jg.tool_call_state(fmt.head, schemas, fmt.mid, fmt.tail)

@@ -1,6 +1,6 @@
 """A character-level pushdown automaton for constrained decoding: which text may come next so that
-the whole reply is valid JSON (optionally of a JSON schema), or a fixed sequence of literal text,
-choices and JSON values (a forced tool call).
+the whole reply is valid JSON (optionally of a JSON schema), or one tool call in the form the chat
+template prints it (a forced call: fixed text, one of the tools' names, arguments of its schema).
 
 A state is an immutable tuple, so trying a candidate token's text never copies anything: `feed`
 returns the new state or None when the text cannot continue the reply. The decoder
@@ -107,24 +107,18 @@ def _items(schema):
 #   ("N", integer, buf)                    a number
 #   ("L", options, buf)                    one of the literal texts (true/false/null, enum, const, choices)
 #   ("T", text, at)                        exactly this text (forced)
+#   ("D", ((name, schema)...), buf, mid)   a tool's JSON name, then `mid`, then a value of its schema
 
 def value_state(schema: Any = None) -> tuple:
     """The start state of a reply that is one JSON value of `schema` (None: any JSON object)."""
     return ((("V", {"type": "object"} if schema is None else schema),), 0)
 
 
-def sequence_state(parts: list[tuple[str, Any]]) -> tuple:
-    """The start state of a fixed sequence: ("text", s) exactly s, ("choice", [s...]) one of them,
-    ("json", schema) one JSON value."""
-    frames = []
-    for kind, arg in reversed(parts):
-        if kind == "text":
-            frames.append(("T", arg, 0))
-        elif kind == "choice":
-            frames.append(("L", tuple(arg), ""))
-        else:
-            frames.append(("V", arg))
-    return (tuple(frames), 0)
+def tool_call_state(head: str, schemas: dict[str, Any], mid: str, tail: str) -> tuple:
+    """The start state of one tool call as a template prints it: `head`, the JSON name of one of
+    `schemas` (name -> parameter schema), `mid`, arguments fitting that tool's schema, `tail`."""
+    options = tuple((json.dumps(name), schema) for name, schema in schemas.items())
+    return ((("T", tail, 0), ("D", options, "", mid), ("T", head, 0)), 0)
 
 
 def feed(state: tuple, text: str) -> tuple | None:
@@ -167,6 +161,14 @@ def _step(state: tuple, ch: str) -> tuple | None:
         return ((rest + (("T", text, at + 1),) if at + 1 < len(text) else rest), 0)
     if kind == "S":
         return _string(rest, top[1], ch, ws)
+    if kind == "D":  # a tool's name; its arguments' schema follows from it
+        options, buf, mid = top[1], top[2] + ch, top[3]
+        if not any(name.startswith(buf) for name, _ in options):
+            return None
+        chosen = next((schema for name, schema in options if name == buf), None)
+        if chosen is None:
+            return (rest + (("D", options, buf, mid),), 0)
+        return (rest + (("V", chosen),) + ((("T", mid, 0),) if mid else ()), 0)
     if kind == "K":
         return _key(rest, top, ch)
     if kind == "N":
