@@ -358,7 +358,7 @@ def build_app(chat: ChatModel, api_key: str | None = None, max_concurrency: int 
         if not job.req.stream:
             async with gate.hold():
                 return JSONResponse(await run_in_threadpool(chat.finish, job))
-        return StreamingResponse(_events(chat, job, gate), media_type="text/event-stream",
+        return StreamingResponse(_events(chat, job, gate, request.receive), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache"})
 
     async def unknown(request: Request):
@@ -385,12 +385,18 @@ def build_app(chat: ChatModel, api_key: str | None = None, max_concurrency: int 
     return Starlette(routes=routes, exception_handlers={HTTPException: http_error, Exception: crashed})
 
 
-async def _events(chat: ChatModel, job: Job, gate: _Gate):
-    """Server-sent events of a streamed answer; generation runs in a worker thread."""
+async def _events(chat: ChatModel, job: Job, gate: _Gate, receive):
+    """Server-sent events of a streamed answer; generation runs in a worker thread and stops when
+    the client goes away."""
     async with gate.hold():
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         stop = threading.Event()
+
+        async def watch():  # the request body is read: the next message is the client leaving
+            while not stop.is_set():
+                if (await receive())["type"] == "http.disconnect":
+                    stop.set()
 
         def work():
             try:
@@ -402,12 +408,16 @@ async def _events(chat: ChatModel, job: Job, gate: _Gate):
                 loop.call_soon_threadsafe(queue.put_nowait, None)
 
         worker = loop.run_in_executor(None, work)
+        watcher = asyncio.ensure_future(watch())
         try:
             while (item := await queue.get()) is not None:
-                yield f"data: {json.dumps(item)}\n\n"
-            yield "data: [DONE]\n\n"
+                if not stop.is_set():
+                    yield f"data: {json.dumps(item)}\n\n"
+            if not stop.is_set():
+                yield "data: [DONE]\n\n"
         finally:
-            stop.set()  # a client that went away stops its generation
+            stop.set()
+            watcher.cancel()
             await asyncio.shield(worker)
 
 

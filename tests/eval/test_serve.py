@@ -523,3 +523,27 @@ def test_smollm2_forced_tool_call_in_hermes_form():
     assert choice["finish_reason"] == "tool_calls", choice
     (call,) = choice["message"]["tool_calls"]
     assert call["function"]["name"] == "add" and json.loads(call["function"]["arguments"]) == {"x": 2, "y": 3}
+
+
+def test_a_stream_whose_client_leaves_stops_generating(tiny):
+    model, tok = tiny
+    with serving(model, tok) as url:
+        u = urlparse(url)
+        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+        body = {"messages": ASK, "stream": True, "max_tokens": 8000, "logit_bias": {"1": -100}}
+        conn.request("POST", "/v1/chat/completions", body=json.dumps(body), headers={"Content-Type": "application/json"})
+        r = conn.getresponse()
+        assert r.status == 200 and r.readline().startswith(b"data: ")
+        health = url.replace("/v1", "/health")
+        with urllib.request.urlopen(health, timeout=30) as h:
+            assert json.loads(h.read())["running"] == 1
+        r.close()  # the client goes away mid-stream
+        conn.close()
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            with urllib.request.urlopen(health, timeout=30) as h:
+                if json.loads(h.read())["running"] == 0:
+                    break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the generation went on after its client left")
