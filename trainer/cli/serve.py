@@ -17,7 +17,8 @@ def parser() -> argparse.ArgumentParser:
                     help="interface to listen on (default 127.0.0.1; any other needs --api-key)")
     ap.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free port)")
     ap.add_argument("--api-key", default=None, metavar="KEY",
-                    help="callers must send 'Authorization: Bearer KEY' (default: $FLYWHEEL_API_KEY; none on localhost)")
+                    help="callers must send 'Authorization: Bearer KEY' (default: $FLYWHEEL_API_KEY; without a key "
+                         "only localhost may be served)")
     ap.add_argument("--log-dir", default=None, metavar="DIR",
                     help="append every served conversation to DIR/served-DATE.jsonl in flywheel's canonical JSONL "
                          "(flywheel ingest DIR reads it); default: no log")
