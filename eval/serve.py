@@ -90,8 +90,8 @@ class ChatModel:
         self.specials = sorted({*tokenizer.all_special_tokens, *(t.content for t in added.values() if t.special)},
                                key=len, reverse=True)
         eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-        self.eos_ids = {tokenizer.eos_token_id} | set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-        self.eos_ids.discard(None)
+        # the end-of-turn token and every end token the model's generation config names (Qwen: two)
+        self.eos_ids = {tokenizer.eos_token_id, *(eos if isinstance(eos, list) else [eos])} - {None}
         ctx = getattr(getattr(model, "config", None), "max_position_embeddings", None)
         self.context = int(ctx or min(getattr(tokenizer, "model_max_length", 4096) or 4096, 10**6))
         self.pieces = Pieces(tokenizer)
