@@ -43,8 +43,10 @@ demo-real: real-model
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -x --timeout 900
 
-# slow tests outside the crash suite (DeepSpeed 2-process, W&B loop, study arms, resume after SIGKILL)
+# slow tests outside the crash suite (DeepSpeed 2-process, W&B loop, study arms, resume after SIGKILL,
+# an inspect_ai task against flywheel serve: the harness extra)
 test-slow: $(STAMP)
+	$(BIN)/pip install -q -e '.[harness]'
 	$(BIN)/python -m pytest -q -m slow --ignore=tests/reliability --timeout 1800
 
 # tests with the real pretrained model (SmolLM2): templates, one round of every method

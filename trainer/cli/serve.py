@@ -8,12 +8,24 @@ from trainer.cli.common import add_quiet, parse
 
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="flywheel serve", description=(
-        "Serve a checkpoint (base model + LoRA adapter) as an OpenAI-compatible chat-completions endpoint, so "
-        "that external harnesses can act with it. Give harnesses the base URL http://HOST:PORT/v1. Plain "
-        "transformers, one request at a time: for big models on a GPU, serve with vLLM instead."))
+        "Serve a checkpoint (base model + LoRA adapter) as an OpenAI-compatible chat-completions endpoint "
+        "(streaming, tool calls in the model's own format, tool_choice, response_format, n, logprobs), so that "
+        "agent harnesses can act with it. Give harnesses the base URL http://HOST:PORT/v1. Plain transformers: "
+        "for big models on a GPU, serve with vLLM instead. SIGTERM or Ctrl-C stops it after the requests in flight."))
     ap.add_argument("--checkpoint", required=True, help="round checkpoint dir (manifest.json) or model folder")
-    ap.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    ap.add_argument("--host", default="127.0.0.1",
+                    help="interface to listen on (default 127.0.0.1; any other needs --api-key)")
     ap.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free port)")
+    ap.add_argument("--api-key", default=None, metavar="KEY",
+                    help="callers must send 'Authorization: Bearer KEY' (default: $FLYWHEEL_API_KEY; without a key "
+                         "only localhost may be served)")
+    ap.add_argument("--log-dir", default=None, metavar="DIR",
+                    help="append every served conversation to DIR/served-DATE.jsonl in flywheel's canonical JSONL "
+                         "(flywheel ingest DIR reads it); default: no log")
+    ap.add_argument("--max-concurrency", type=int, default=1,
+                    help="generations running at once (default 1)")
+    ap.add_argument("--max-queue", type=int, default=64,
+                    help="requests waiting for a generation slot before new ones get 503 (default 64)")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"],
                     help="weights' dtype (default float32; the recipe's model.dtype)")
     ap.add_argument("--attn-implementation", default="sdpa", choices=["sdpa", "eager", "flash_attention_2"],
@@ -29,13 +41,16 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     args = parse(parser(), argv)
     from eval.models import LoadOptions
-    from eval.serve import base_url, checkpoint_server
+    from eval.serve import api_key_from_env, base_url, checkpoint_server
 
     # the options carry the recipe's model.* names, so they read as a recipe's model section
-    server = checkpoint_server(args.checkpoint, LoadOptions.of(args), args.host, args.port, args.name)
-    print(f"serving {args.checkpoint} at {base_url(server)} (Ctrl-C stops)", flush=True)
+    server = checkpoint_server(args.checkpoint, LoadOptions.of(args), args.host, args.port, args.name,
+                               api_key=api_key_from_env(args.api_key), log_dir=args.log_dir,
+                               max_concurrency=args.max_concurrency, max_queue=args.max_queue)
+    print(f"serving {args.checkpoint} at {base_url(server)} (Ctrl-C or SIGTERM stops)", flush=True)
     try:
         server.serve_forever()
     finally:
         server.server_close()
+    print("flywheel serve: stopped", flush=True)
     return 0
