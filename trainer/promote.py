@@ -107,7 +107,7 @@ class Verdict(Record):
         lo, hi = self.difference_ci95 or (float("nan"), float("nan"))
         return (f"round {self.round} {self.decision}: {self.metric} {self.candidate_score:.3f} vs "
                 f"{self.incumbent_score:.3f} (round {self.incumbent}) on {self.tasks} tasks, difference "
-                f"{self.difference:+.3f} [{lo:+.3f}, {hi:+.3f}], p={_p_text(self.p_value)} "
+                f"{self.difference:+.3f} [{lo:+.3f}, {hi:+.3f}], {_p_text(self.p_value)} "
                 f"(margin {self.margin:g}, level {self.level:g}): {self.reason}")
 
 
@@ -239,7 +239,8 @@ def paired_test(candidate: dict[str, float], incumbent: dict[str, float], margin
 
 
 def _p_text(p: float | None) -> str:
-    return "-" if p is None else (f"{p:.3g}" if p >= 1e-4 else "<1e-4")
+    """`p=0.0312`, `p<1e-4`, or `p=-` (no test)."""
+    return "p=-" if p is None else (f"p={p:.3g}" if p >= 1e-4 else "p<1e-4")
 
 
 # ---- the gate --------------------------------------------------------------------------------------
@@ -290,8 +291,8 @@ def _reason(stats: dict, worse: bool, incumbent: int, margin: float, level: floa
     few = f" (only {n} common task{'s' if n != 1 else ''}: decided by the means alone)" if n < 2 else ""
     worse_by = f"worse by more than {margin:g}" if margin else "worse"
     if worse:
-        return f"{worse_by} than round {incumbent} beyond noise (p={_p_text(stats['p_value'])} < {level:g}){few}"
-    return f"not {worse_by} than round {incumbent} beyond noise (p={_p_text(stats['p_value'])} >= {level:g}){few}"
+        return f"{worse_by} than round {incumbent} beyond noise ({_p_text(stats["p_value"])}, level {level:g}){few}"
+    return f"not {worse_by} than round {incumbent} beyond noise ({_p_text(stats["p_value"])}, level {level:g}){few}"
 
 
 def _append_history(run: RunDir, verdict: Verdict) -> None:
@@ -522,7 +523,7 @@ def report_rows(recipe: Recipe, run: RunDir) -> list[dict]:
         v = read_verdict(run, r)
         verdict = "-" if v is None else ("promoted" if v.promoted else f"rejected: {v.reason}")
         if v is not None and v.promoted and v.incumbent is not None and v.incumbent != r and v.p_value is not None:
-            verdict += f" (p={_p_text(v.p_value)})"
+            verdict += f" ({_p_text(v.p_value)})"
         rows.append({"round": r, "parent": (raw.get("parent") or "-").replace("round-", "").lstrip("0") or "0"
                      if raw.get("parent") else "-",
                      "new_records": "-" if new is None else str(new), "labels": _labels_text(raw.get("labels")),

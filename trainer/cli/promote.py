@@ -21,6 +21,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     a = parser().parse_args(argv)
     from trainer.promote import promote_by_hand, promoted_dir
+    from trainer.rundir import RunDir
 
     verdict = promote_by_hand(a.run_dir, a.round, a.reason)
     if a.json:
@@ -28,11 +29,5 @@ def main(argv: list[str]) -> int:
     else:
         was = "nothing" if verdict.incumbent is None else f"round {verdict.incumbent}"
         print(f"promoted round {verdict.round} (was {was}) by {verdict.by}: {verdict.reason}")
-        print(f"serve it: {promoted_dir_text(promoted_dir, a.run_dir)}")
+        print(f"serve it: {promoted_dir(RunDir(a.run_dir)) / 'SERVING.md'}")
     return 0
-
-
-def promoted_dir_text(promoted_dir, run_dir: str) -> str:
-    from trainer.rundir import RunDir
-
-    return str(promoted_dir(RunDir(run_dir)) / "SERVING.md")
