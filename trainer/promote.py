@@ -291,8 +291,8 @@ def _reason(stats: dict, worse: bool, incumbent: int, margin: float, level: floa
     few = f" (only {n} common task{'s' if n != 1 else ''}: decided by the means alone)" if n < 2 else ""
     worse_by = f"worse by more than {margin:g}" if margin else "worse"
     if worse:
-        return f"{worse_by} than round {incumbent} beyond noise ({_p_text(stats["p_value"])}, level {level:g}){few}"
-    return f"not {worse_by} than round {incumbent} beyond noise ({_p_text(stats["p_value"])}, level {level:g}){few}"
+        return f"{worse_by} than round {incumbent} beyond noise ({_p_text(stats['p_value'])}, level {level:g}){few}"
+    return f"not {worse_by} than round {incumbent} beyond noise ({_p_text(stats['p_value'])}, level {level:g}){few}"
 
 
 def _append_history(run: RunDir, verdict: Verdict) -> None:
