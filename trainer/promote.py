@@ -107,8 +107,7 @@ class Verdict(Record):
         lo, hi = self.difference_ci95 or (float("nan"), float("nan"))
         return (f"round {self.round} {self.decision}: {self.metric} {self.candidate_score:.3f} vs "
                 f"{self.incumbent_score:.3f} (round {self.incumbent}) on {self.tasks} tasks, difference "
-                f"{self.difference:+.3f} [{lo:+.3f}, {hi:+.3f}], {_p_text(self.p_value)} "
-                f"(margin {self.margin:g}, level {self.level:g}): {self.reason}")
+                f"{self.difference:+.3f} [{lo:+.3f}, {hi:+.3f}]: {self.reason}")
 
 
 @dataclasses.dataclass(kw_only=True)

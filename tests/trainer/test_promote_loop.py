@@ -15,10 +15,10 @@ from trainer.round import prepare_round
 def _recipe(tmp_path, rounds: int):
     doc = {"experiment": "gate-loop", "seed": 0, "run_dir": str(tmp_path / "run"),
            "model": {"name_or_path": "tiny"},
-           "collect": {"suites": [{"name": "maze", "difficulty": 1, "episodes": 48}], "policy": {"batch_size": 48}},
-           "train": {"method": "sft", "rounds": rounds, "learning_rate": 5e-3, "epochs": 4, "batch_size": 8,
+           "collect": {"suites": [{"name": "maze", "difficulty": 1, "episodes": 32}], "policy": {"batch_size": 32}},
+           "train": {"method": "sft", "rounds": rounds, "learning_rate": 5e-3, "epochs": 3, "batch_size": 8,
                      "max_length": 512, "lora": {"r": 8, "alpha": 16}},
-           "eval": {"suites": [{"name": "maze", "difficulty": 1, "episodes": 80}], "policy": {"batch_size": 80}},
+           "eval": {"suites": [{"name": "maze", "difficulty": 1, "episodes": 64}], "policy": {"batch_size": 64}},
            "tracking": {"wandb": {"mode": "disabled"}}}
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(doc))
@@ -41,7 +41,7 @@ class AwayPolicy:
         return out
 
 
-def _mislabelled_experience(path, n: int = 192) -> None:
+def _mislabelled_experience(path, n: int = 128) -> None:
     """Round 2's experience: the away-walker's episodes on training mazes, all marked successful (a
     broken labeller), so SFT imitates walking away from the goal."""
     from eval.rollout import run_episodes, write_jsonl
@@ -54,6 +54,9 @@ def _mislabelled_experience(path, n: int = 192) -> None:
         t.outcome.success, t.outcome.score = True, 1.0
     path.parent.mkdir(parents=True, exist_ok=True)
     write_jsonl(trajs, path)
+
+
+pytestmark = pytest.mark.slow  # three rounds of training and four evaluations: minutes on 2 CPU cores
 
 
 @pytest.fixture(scope="module")
