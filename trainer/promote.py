@@ -48,7 +48,9 @@ at any point sees either the old promoted checkpoint, whole, or the new one, who
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import getpass
 import json
 import math
@@ -57,7 +59,7 @@ import re
 import shutil
 import time
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Iterator
 
 from data_pipeline.atomic import atomic_write_json, atomic_write_text
 from eval.checkpoints import checkpoint_of
@@ -243,14 +245,34 @@ def _p_text(p: float | None) -> str:
 
 
 # ---- the gate --------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def promotion_lock(run: RunDir) -> Iterator[None]:
+    """One promotion at a time per run (the loop's or a Slurm refit job's gate, `flywheel promote`):
+    waits for the other to finish. Not the run's own lock, so a rollback by hand works while
+    `flywheel run` trains the next round."""
+    folder = run.root / PROMOTION
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def gate(recipe: Recipe, run: RunDir, r: int) -> Verdict | None:
     """Round r's verdict after its evaluation: promoted (promoted/ now holds it) or rejected (promoted/
     unchanged). None when the gate is off (`promote.enabled: false`) or round r has no evaluation yet
     (a Slurm round with a missing eval shard). Idempotent: a gated round's recorded verdict is
     returned as it is."""
-    cfg = recipe.promote
-    if not cfg.enabled:
+    if not recipe.promote.enabled:
         return None
+    with promotion_lock(run):
+        return _gate(recipe, run, r)
+
+
+def _gate(recipe: Recipe, run: RunDir, r: int) -> Verdict | None:
+    cfg = recipe.promote
     done = read_verdict(run, r)
     if done is not None:
         _append_history(run, done)  # a crash between the history and the verdict file left it out
@@ -260,7 +282,7 @@ def gate(recipe: Recipe, run: RunDir, r: int) -> Verdict | None:
     metric = recipe.curve.metric
     current = promoted_now(run)
     if current is None and r > 0 and run.eval_summary(0) is not None:
-        gate(recipe, run, 0)  # the base is promoted first, so round r has something to beat
+        _gate(recipe, run, 0)  # the base is promoted first, so round r has something to beat
         current = promoted_now(run)
     base = {"round": r, "metric": metric, "margin": cfg.margin, "level": cfg.level, "at": time.time()}
     if current is None:
@@ -465,7 +487,7 @@ def promote_by_hand(run_dir: str | Path, r: int, reason: str, user: str | None =
                         f"evaluate it first (`flywheel eval {resolved} --checkpoint {run.round_dir(r)}`)")
     recipe = load_recipe(resolved)
     user = user or user_name()
-    with run.lock("promote"):
+    with promotion_lock(run):
         before = promoted_round(run)
         write_promoted(recipe, run, r, by=user, reason=reason.strip())
         summary = run.eval_summary(r)

@@ -269,7 +269,8 @@ def test_flywheel_promote_rolls_back_and_records_who_and_why(tmp_path, tiny_mode
     gate(recipe, run, 0)
     gate(recipe, run, 1)
     monkeypatch.setenv("USER", "alice")
-    assert main(["promote", str(run.root), "--round", "0", "--reason", "round 1 answers in French"]) == 0
+    with run.lock("run"):  # a rollback does not wait for `flywheel run` to finish its round
+        assert main(["promote", str(run.root), "--round", "0", "--reason", "round 1 answers in French"]) == 0
     assert "promoted round 0 (was round 1) by alice" in capsys.readouterr().out
     info = promoted_now(run)
     assert info.round == 0 and info.by == "alice" and info.reason == "round 1 answers in French"
