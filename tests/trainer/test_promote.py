@@ -318,3 +318,53 @@ def test_report_rows_show_counts_labels_scores_and_verdicts(tmp_path, tiny_model
     assert "| round | parent | new records | labels by source | trajectories trained on | held-out success_rate" in report
     assert "Promoted now: **round 1**" in report
     assert "| 2 | 1 | 37 | own 5, file 3, command 20, quarantined 1, unlabeled kept 0 / dropped 9 | 12 |" in report
+
+
+# ---- the next round's data: new since the promoted parent -----------------------------------------------
+@pytest.mark.parametrize("parent, expected_parent", [("promoted", 0), ("latest", 1)])
+def test_the_round_after_a_rejected_one_selects_data_new_since_its_parent(tmp_path, tiny_model_dir, parent,
+                                                                         expected_parent):
+    """Round 1 is rejected; round 2 starts from round 0 (promoted) and takes both rounds' experience
+    as new, or, under promote.parent: latest, from round 1 with only its own experience new."""
+    import shutil as sh
+
+    from tests._round_fixtures import write_maze_episodes
+    from trainer.round import ADAPTER, ADAPTER_FILES, FIT_RESULT, finalize_round, prepare_round
+    from trainer.rundir import atomic_write_json
+
+    run_dir = tmp_path / "run"
+    doc = {"experiment": "gate-data", "run_dir": str(run_dir), "model": {"name_or_path": str(tiny_model_dir)},
+           "collect": {"suites": []}, "data": {"success_only": False, "replay_ratio": 0.0},
+           "tracking": {"wandb": {"mode": "disabled"}}, "promote": {"parent": parent}}
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(doc))
+    recipe, run = load_recipe(tmp_path / "recipe.yaml"), RunDir(run_dir)
+    add_round(run, 0, tiny_model_dir, pattern(0.6, 12))
+    m0 = json.loads((run.round_dir(0) / "manifest.json").read_text())
+    atomic_write_json(run.round_dir(0) / "manifest.json", m0 | {"batches_seen": [], "new_batches": [],
+                                                                "store_batches": {}, "checksums": {}})
+    run.experience.mkdir(parents=True)
+    for r in (1, 2):
+        write_maze_episodes(run.experience / f"round-{r:04d}.jsonl", per_difficulty=4, difficulties=(r,))
+    sel1 = prepare_round(recipe, run, 1, progress=False)
+    (run.work_dir(1) / ADAPTER).mkdir()
+    for name in ADAPTER_FILES:
+        (run.work_dir(1) / ADAPTER / name).write_text(name)
+    atomic_write_json(run.work_dir(1) / FIT_RESULT, {"rows": sel1.rows, "learning_rate": 1e-3})
+    finalize_round(recipe, run, 1)
+    results = run.round_dir(0) / "eval"
+    sh.copytree(results, run.round_dir(1) / "eval")
+    rows = [json.loads(x) for x in (results / "results.jsonl").read_text().splitlines()]
+    (run.round_dir(1) / "eval" / "results.jsonl").write_text(
+        "".join(json.dumps(dict(x, success=False, score=0.0)) + "\n" for x in rows))  # every task lost
+    assert gate(recipe, run, 0).promoted and gate(recipe, run, 1).decision == "rejected"
+    sel2 = prepare_round(recipe, run, 2, progress=False)
+    assert sel2.parent == f"round-{expected_parent:04d}"
+    assert set(sel1.new_batches) < set(sel2.batches_seen)
+    round2_batch = set(sel2.batches_seen) - set(sel1.batches_seen)
+    assert len(round2_batch) == 1
+    if expected_parent == 0:  # everything since round 0: round 1's experience again, and round 2's
+        assert set(sel2.new_batches) == set(sel1.new_batches) | round2_batch
+        assert sel2.parent_adapter is None  # round 0 is the base: a fresh adapter on it
+    else:
+        assert set(sel2.new_batches) == round2_batch
+        assert sel2.parent_adapter == str(run.round_dir(1) / "adapter")
