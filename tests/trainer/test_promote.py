@@ -368,3 +368,19 @@ def test_the_round_after_a_rejected_one_selects_data_new_since_its_parent(tmp_pa
     else:
         assert set(sel2.new_batches) == round2_batch
         assert sel2.parent_adapter == str(run.round_dir(1) / "adapter")
+
+
+def test_the_slurm_refit_step_gates_the_round(tmp_path, tiny_model_dir):
+    """trainer/submit.py `refit` (the job after a round's eval array) gates the round before the next
+    round's training job picks its parent, and its report shows the verdict."""
+    from trainer.submit import refit
+
+    recipe, run = make_recipe(tmp_path)
+    good = pattern(0.6, 13)
+    add_round(run, 0, tiny_model_dir, good)
+    add_round(run, 1, tiny_model_dir, [ok and i % 2 == 0 for i, ok in enumerate(good)])
+    assert refit(str(tmp_path / "recipe.yaml"), 0)["promotion"] == "promoted"
+    out = refit(str(tmp_path / "recipe.yaml"), 1)
+    assert out["promotion"] == "rejected" and out["eval"] == "summary present"
+    assert promoted_now(run).round == 0 and parent_round(recipe, run, 2) == 0
+    assert "| 1 | 0 |" in run.report.read_text() and "rejected: worse than round 0" in run.report.read_text()
