@@ -3,9 +3,9 @@
 Round 0 evaluates the base policy. Each round then: the current policy collects experience on
 training tasks (canonical JSONL) -> ingest into the experience store -> one training round on the
 selected experience -> evaluation of the new checkpoint on the held-out suites -> the promotion
-gate (trainer/promote.py: promoted/ holds the checkpoint to deploy; the next round trains from it) -> the point
-(cumulative interaction hours, held-out success) joins the curve, which is refitted, and the
-report is rewritten. Every stage is resumable: rerunning the command continues where it stopped.
+gate (trainer/promote.py: promoted/ holds the checkpoint to deploy, and the next round trains
+from it) -> the point (cumulative interaction hours, held-out success) joins the curve, which is
+refitted, and the report is rewritten. Every stage is resumable: rerunning the command continues where it stopped.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from eval.config import EvalConfig
 from eval.records import EvalSummary
 from trainer import tracking
 from trainer.model_check import require_loadable
-from trainer.promote import Verdict, gate
+from trainer.promote import Verdict, gate, report_promoted_line, report_rows
 from trainer.recipe import Recipe, load_recipe
 from trainer.recipe_fork import write_resolved
 from trainer.round import checkpoint_paths, checkpoint_policy, ensure_round0, load_options, train_round
@@ -42,8 +42,6 @@ def refresh_curve_and_report(recipe: Recipe, run: RunDir) -> dict:
     from eval.curve_inputs import points_from_run
     from eval.curve_report import write_curve_outputs
     from eval.report import write_report
-
-    from trainer.promote import report_promoted_line, report_rows
 
     points, _ = points_from_run(run.root, recipe.curve.x, recipe.curve.metric, arm=recipe.experiment)
     result = write_curve_outputs({recipe.experiment: points}, run.curve, recipe.curve,
