@@ -384,3 +384,27 @@ def test_the_slurm_refit_step_gates_the_round(tmp_path, tiny_model_dir):
     assert out["promotion"] == "rejected" and out["eval"] == "summary present"
     assert promoted_now(run).round == 0 and parent_round(recipe, run, 2) == 0
     assert "| 1 | 0 |" in run.report.read_text() and "rejected: worse than round 0" in run.report.read_text()
+
+
+def test_the_gate_can_be_tuned_in_a_running_experiment_but_not_switched_off(tmp_path):
+    """promote.margin / level / merged change between periods without --fork (each verdict records
+    its own); promote.enabled and promote.parent change what the next round trains from: a fork."""
+    from trainer.recipe import RecipeError
+    from trainer.recipe_fork import write_resolved
+
+    run_dir = tmp_path / "run"
+
+    def recipe(**promote):
+        path = tmp_path / "recipe.yaml"
+        path.write_text(yaml.safe_dump({"experiment": "tune", "run_dir": str(run_dir), "model": {"name_or_path": "tiny"},
+                                        "promote": promote}))
+        return load_recipe(path)
+
+    write_resolved(recipe(), run_dir)
+    (run_dir / "experience").mkdir()
+    (run_dir / "experience" / "round-0001.jsonl").write_text("")  # the run has produced something
+    write_resolved(recipe(margin=0.05, level=0.01, merged=True), run_dir)  # accepted
+    assert yaml.safe_load((run_dir / RESOLVED_NAME).read_text())["promote"]["margin"] == 0.05
+    for change in ({"enabled": False}, {"parent": "latest"}):
+        with pytest.raises(RecipeError, match=f"promote.{next(iter(change))}"):
+            write_resolved(recipe(margin=0.05, level=0.01, merged=True, **change), run_dir)
