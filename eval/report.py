@@ -3,6 +3,7 @@ held-out suites, and the improvement curve. Reads only the run directory's own f
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Mapping
 
 from eval.records import CheckpointManifest, EvalSummary
 
@@ -32,10 +33,32 @@ def rounds_table(run_dir: Path) -> list[str]:
     return lines
 
 
-def write_report(run_dir: Path, title: str, curve_markdown: str = "", extra: list[str] = ()) -> Path:
+ROUND_COLUMNS = (("round", "round"), ("parent", "parent"), ("new_records", "new records"),
+                 ("labels", "labels by source"), ("trained_on", "trajectories trained on"),
+                 ("score", "held-out {metric} [95% CI]"), ("verdict", "verdict"))
+
+
+def lineage_table(rows: list[Mapping[str, Any]], metric: str = "success_rate") -> list[str]:
+    """The per-round table of a run with a promotion gate: one row per round, its cells given by the
+    trainer (trainer/promote.py `report_rows`: eval never reads the trainer's records itself); a
+    missing cell prints as "-"."""
+    head = [title.format(metric=metric) for _, title in ROUND_COLUMNS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        cells = [str(row.get(key, "-")).replace("|", "\\|").replace("\n", " ") for key, _ in ROUND_COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def write_report(run_dir: Path, title: str, curve_markdown: str = "", extra: list[str] = (),
+                 rounds: list[Mapping[str, Any]] | None = None, promoted: str | None = None,
+                 metric: str = "success_rate") -> Path:
+    """report.md. `rounds`: the per-round rows of the lineage table (new records, labels by source,
+    trained-on counts, held-out score, promotion verdict), `promoted`: the line saying which
+    checkpoint is promoted now; both from the trainer side."""
     run_dir = Path(run_dir)
-    rounds = _rounds(run_dir)
-    evaluated = [(m, s) for m, s in rounds if s]
+    checkpoints = _rounds(run_dir)
+    evaluated = [(m, s) for m, s in checkpoints if s]
     lines = [f"# {title}", ""]
     if len(evaluated) >= 2:
         (m0, s0), (m1, s1) = evaluated[0], evaluated[-1]
@@ -44,13 +67,18 @@ def write_report(run_dir: Path, title: str, curve_markdown: str = "", extra: lis
                   f"**{_pct(s1.success_rate)}** (round {m1.round}) after "
                   f"{m1.cumulative_interaction_hours:.1f} h of interaction: {gain:+.3f} absolute, "
                   f"{len(evaluated)} checkpoints evaluated on {s1.episodes} held-out episodes each.", ""]
+    if rounds:
+        lines += ["## Rounds", ""] + ([promoted, ""] if promoted else []) + lineage_table(rounds, metric) + [""]
     lines += ["## Checkpoints", ""] + rounds_table(run_dir) + [""]
     if curve_markdown:
         lines += [curve_markdown, ""]
     lines += list(extra)
     lines += ["## Files", "", "- checkpoints: `rounds/round-XXXX/` (adapter/, manifest.json, eval/)",
               "- curve: `curve/curve.json`, `curve/curve.png`", "- experience store: `store/`",
-              "- recipe: `recipe.resolved.yaml`", ""]
+              "- recipe: `recipe.resolved.yaml`"]
+    if promoted:
+        lines += ["- promotion: `promoted/` (the checkpoint to deploy, SERVING.md), `promotion/` (verdicts, history)"]
+    lines += [""]
     path = run_dir / "report.md"
     tmp = path.with_name(".report.md.tmp")
     tmp.write_text("\n".join(lines))

@@ -137,3 +137,24 @@ class StudyConfig(Section):
     budget_tolerance: float = Field(
         0.05, gt=0, lt=1, description="Arms' interaction hours may differ by at most this share per round (the report flags more)"
     )
+
+
+class PromoteConfig(Section):
+    """The promotion gate (trainer/promote.py): after a round's held-out evaluation its checkpoint
+    replaces the promoted one (RUN_DIR/promoted/) unless it is worse beyond noise."""
+
+    enabled: bool = Field(
+        True, description="Gate every evaluated round against the promoted checkpoint and keep RUN_DIR/promoted/ (false: no gate, no promoted/, each round trains on the previous one)"
+    )
+    margin: float = Field(
+        0.0, ge=0.0, le=1.0, description="Score points (0-1 scale) a candidate may be worse than the promoted checkpoint before the test counts it against it"
+    )
+    level: float = Field(
+        0.05, gt=0.0, lt=0.5, description="Significance level of the one-sided paired test: a candidate is rejected when p < level that it is worse by more than the margin"
+    )
+    parent: Literal["promoted", "latest"] = Field(
+        "promoted", description="Parent of the next round: the promoted checkpoint, or the latest round whatever its verdict"
+    )
+    merged: bool = Field(
+        False, description="Also write the promoted adapter merged into the base weights (RUN_DIR/promoted/merged/, a plain model folder)"
+    )

@@ -2,9 +2,10 @@
 
 Round 0 evaluates the base policy. Each round then: the current policy collects experience on
 training tasks (canonical JSONL) -> ingest into the experience store -> one training round on the
-selected experience -> evaluation of the new checkpoint on the held-out suites -> the point
-(cumulative interaction hours, held-out success) joins the curve, which is refitted, and the
-report is rewritten. Every stage is resumable: rerunning the command continues where it stopped.
+selected experience -> evaluation of the new checkpoint on the held-out suites -> the promotion
+gate (trainer/promote.py: promoted/ holds the checkpoint to deploy, and the next round trains
+from it) -> the point (cumulative interaction hours, held-out success) joins the curve, which is
+refitted, and the report is rewritten. Every stage is resumable: rerunning the command continues where it stopped.
 A round with nothing new (collect.logs brought nothing, no suite to collect from) stops the run
 with a message (trainer.round.RoundSkipped); rerun once new logs have arrived.
 """
@@ -16,6 +17,7 @@ from eval.config import EvalConfig
 from eval.records import EvalSummary
 from trainer import tracking
 from trainer.model_check import require_loadable
+from trainer.promote import Verdict, gate, report_promoted_line, report_rows
 from trainer.recipe import Recipe, load_recipe
 from trainer.recipe_fork import write_resolved
 from trainer.common import set_progress
@@ -53,8 +55,18 @@ def refresh_curve_and_report(recipe: Recipe, run: RunDir) -> dict:
     result = write_curve_outputs({recipe.experiment: points}, run.curve, cfg,
                                  title=f"{recipe.experiment}: held-out {recipe.curve.metric}")
     write_report(run.root, f"flywheel run: {recipe.experiment}", result.get("markdown", ""),
-                 extra=[f"Curve axis: {why}.", ""] if why else [])
+                 extra=[f"Curve axis: {why}.", ""] if why else [],
+                 rounds=report_rows(recipe, run), promoted=report_promoted_line(recipe, run),
+                 metric=recipe.curve.metric)
     return result
+
+
+def gate_round(recipe: Recipe, run: RunDir, r: int, echo: bool = True) -> Verdict | None:
+    """The promotion gate after round r's evaluation (trainer/promote.py), printed as one line."""
+    verdict = gate(recipe, run, r)
+    if verdict is not None and echo:
+        print(f"  gate: {verdict.line()}", flush=True)
+    return verdict
 
 
 def run_experiment(recipe: Recipe, fork: bool = False, progress: bool = True) -> RunDir:
@@ -66,6 +78,7 @@ def run_experiment(recipe: Recipe, fork: bool = False, progress: bool = True) ->
         with tracking.stage(recipe, run, "eval", 0):  # W&B run per (experiment, job, round) + local record
             summary = evaluate_round(recipe, run, 0, progress=progress)
         _log(run, 0, summary, time.time())
+        gate_round(recipe, run, 0)
         refresh_curve_and_report(recipe, run)
         tracking.log_curve(recipe, run, 0)
         for r in range(1, recipe.train.rounds + 1):
@@ -82,6 +95,7 @@ def run_experiment(recipe: Recipe, fork: bool = False, progress: bool = True) ->
             with tracking.stage(recipe, run, "eval", r):
                 summary = evaluate_round(recipe, run, r, progress=progress)
             _log(run, r, summary, t0)
+            gate_round(recipe, run, r)
             refresh_curve_and_report(recipe, run)
             tracking.log_curve(recipe, run, r)
     return run

@@ -36,7 +36,8 @@ from data_pipeline.yamlfile import (Layer, YamlFileError, deep_merge, dotted, lo
                                     read_mapping_file, section_label, set_at, split_override)
 from eval.config import CollectConfig, CurveConfig, EvalConfig
 from eval.suites import SUITES
-from trainer.config import MOVED_KEYS, ModelConfig, SlurmConfig, StudyConfig, TrackingConfig, TrainConfig
+from trainer.config import (MOVED_KEYS, ModelConfig, PromoteConfig, SlurmConfig, StudyConfig, TrackingConfig,
+                            TrainConfig)
 
 RESOLVED_NAME = "recipe.resolved.yaml"
 # Keys that `write_resolved` adds next to the recipe; a resolved file loads as a recipe again.
@@ -55,6 +56,7 @@ class Recipe(Section):
     collect: CollectConfig = Field(default_factory=CollectConfig, description="Experience collection per round")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Training rounds")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Held-out evaluation of every checkpoint")
+    promote: PromoteConfig = Field(default_factory=PromoteConfig, description="Promotion gate after each round's evaluation")
     curve: CurveConfig = Field(default_factory=CurveConfig, description="Improvement-curve fit")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Experiment tracking")
     slurm: SlurmConfig = Field(default_factory=SlurmConfig, description="Cluster resources for flywheel submit")

@@ -48,6 +48,12 @@ def differences(old: Any, new: Any, path: tuple = ()) -> list[tuple[tuple, Any, 
 SCHEDULING_KEYS = {"partition", "account", "qos", "time_train", "time_eval", "mem", "cpus_per_task",
                    "signal_seconds", "setup", "venv", "extra_sbatch", "eval_shards"}
 
+# The promotion gate's tolerance and output form may be tuned between periods of a live run: every
+# verdict records the margin and level it was decided with (promotion/round-XXXX.json), and the
+# rounds already trained keep their recorded parents. Switching the gate off or changing what the
+# next round trains from (promote.enabled, promote.parent) still needs a fork.
+GATE_TUNING_KEYS = {"margin", "level", "merged"}
+
 
 def resume_neutral(path: tuple, old: Any, new: Any) -> bool:
     """True when a rerun may change the key at `path` from `old` to `new` in the same run directory."""
@@ -56,6 +62,8 @@ def resume_neutral(path: tuple, old: Any, new: Any) -> bool:
     if path[:1] in {("tracking",), ("run_dir",), ("study",)}:
         return True
     if path[:1] == ("slurm",) and len(path) > 1 and path[1] in SCHEDULING_KEYS:
+        return True
+    if path[:1] == ("promote",) and len(path) > 1 and path[1] in GATE_TUNING_KEYS:
         return True
     if old is MISSING:  # a key added to the schema since the run began, at its default value
         return _lookup(schema_defaults(), path) == new

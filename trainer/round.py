@@ -264,13 +264,25 @@ def round_learning_rate(recipe: Recipe, r: int) -> float:
     return recipe.train.learning_rate * recipe.train.lr_decay_per_round ** (r - 1)
 
 
-def _parent(run: RunDir, r: int) -> RoundManifest:
-    parent = run.manifest(r - 1)
-    if parent is None:
+def _previous(run: RunDir, r: int) -> RoundManifest:
+    """Round r - 1's manifest: rounds are trained in order, whichever checkpoint round r starts from."""
+    previous = run.manifest(r - 1)
+    if previous is None:
         raise UserError(f"round {r} needs round {r - 1} first (no {run.round_dir(r - 1)}/manifest.json)")
+    return previous
+
+
+def _parent(run: RunDir, r: int, recipe: Recipe | None = None) -> RoundManifest:
+    """The checkpoint round r starts from (collects with, trains on top of, takes "new data since"
+    from): under `promote.parent: promoted` the promoted checkpoint (trainer/promote.py
+    `parent_round`; a rejected round is skipped), else round r - 1. Without a recipe: round r - 1."""
+    from trainer.promote import parent_round
     from trainer.verify import check_checkpoint
 
-    check_checkpoint(run.round_dir(r - 1))  # never train or collect from a damaged parent adapter
+    previous = _previous(run, r)
+    p = parent_round(recipe, run, r) if recipe is not None else r - 1
+    parent = previous if p == r - 1 else run.manifest(p)
+    check_checkpoint(run.round_dir(p))  # never train or collect from a damaged parent adapter
     return parent
 
 
@@ -290,7 +302,7 @@ def prepare_round(recipe: Recipe, run: RunDir, r: int, progress: bool = True) ->
     work = run.work_dir(r)
     if (work / SELECTION).exists():
         return DataSelection.read(work)
-    parent = _parent(run, r)
+    parent = _parent(run, r, recipe)
     quiet_libraries()
     t0 = time.time()
     store = open_store(recipe, run)
@@ -337,7 +349,7 @@ def prepare_round(recipe: Recipe, run: RunDir, r: int, progress: bool = True) ->
     shutil.rmtree(work / DATASET, ignore_errors=True)
     os.rename(tmp, work / DATASET)
     selection = DataSelection(
-        round=r, parent=f"round-{r - 1:04d}", base_model=str(base),
+        round=r, parent=f"round-{parent.round:04d}", base_model=str(base),
         parent_adapter=str(parent_adapter) if parent_adapter else None, method=recipe.train.method,
         reference_adapter=str(reference_adapter) if reference_adapter else None,
         seed=seed, rows=len(dataset), store_batches=used, batches_seen=seen, new_batches=new,
@@ -421,13 +433,17 @@ def keep_adapter(work: Path, model, base_name: str) -> Path:
 
 def record_failure(recipe: Recipe, run: RunDir, r: int, reason: str, lr: float) -> Path:
     path = failure_path(run, r)
-    atomic_write_json(path, {"round": r, "parent": f"round-{r - 1:04d}", "reason": reason, "learning_rate": lr,
+    sel = DataSelection.read(run.work_dir(r))
+    parent = sel.parent if sel is not None else f"round-{r - 1:04d}"
+    atomic_write_json(path, {"round": r, "parent": parent, "reason": reason, "learning_rate": lr,
                              "recipe_hash": recipe.hash(), "code_version": code_version(), "failed_at": time.time()})
     return path
 
 
 def _failure_message(run: RunDir, r: int, reason: str) -> str:
-    return (f"round {r} stopped: {reason}. No checkpoint was written; round {r - 1} stays the current policy "
+    sel = DataSelection.read(run.work_dir(r))
+    parent = sel.parent.replace("round-", "round ") if sel is not None else f"round {r - 1}"
+    return (f"round {r} stopped: {reason}. No checkpoint was written; {parent} stays the current policy "
             f"(recorded in {failure_path(run, r)})")
 
 
@@ -441,7 +457,7 @@ def finalize_round(recipe: Recipe, run: RunDir, r: int) -> RoundManifest:
     if not (work / FIT_RESULT).exists():
         raise UserError(f"round {r} has not been trained ({work / FIT_RESULT} missing): run `--stage fit` first")
     metrics = json.loads((work / FIT_RESULT).read_text())
-    parent = _parent(run, r)
+    previous = _previous(run, r)  # compute and tokens count every round trained so far, rejected ones too
     adapter = work / ADAPTER if (work / ADAPTER).exists() else (
         Path(sel.parent_adapter) if sel.parent_adapter else None)  # nothing new learnt: the parent's carries on
     manifest = RoundManifest(
@@ -450,8 +466,8 @@ def finalize_round(recipe: Recipe, run: RunDir, r: int) -> RoundManifest:
         new_batches=sel.new_batches, trajectories_used=sel.trajectories_used,
         cumulative_interaction_hours=sel.cumulative_interaction_hours, interaction_hours_new=sel.interaction_hours_new,
         cumulative_episodes=sel.cumulative_episodes, logs=sel.logs, learning_rate=metrics["learning_rate"],
-        gpu_hours=parent.gpu_hours + metrics.get("fit_s", 0.0) / 3600.0 * metrics.get("gpus", 0),
-        tokens_trained=parent.tokens_trained + int(metrics.get("tokens_trained", 0)),
+        gpu_hours=previous.gpu_hours + metrics.get("fit_s", 0.0) / 3600.0 * metrics.get("gpus", 0),
+        tokens_trained=previous.tokens_trained + int(metrics.get("tokens_trained", 0)),
         recipe_hash=recipe.hash(), code_version=code_version(), seed=sel.seed, metrics=metrics,
         created_at=time.time(), labels=sel.labels)
 

@@ -59,6 +59,11 @@ KIND_OVERRIDES = {
     "retry": ["train.update_weights=false"],
 }
 
+# Arms are compared as trained: no promotion gate, so every round trains on the previous one, and a
+# noisy rejection cannot give one arm another lineage than its kind says (an arm's own overrides may
+# turn it back on).
+NO_GATE = ["promote.enabled=false"]
+
 
 # ---- arms -----------------------------------------------------------------------------------------
 def arm_label(arm: ArmConfig, seed: int) -> str:
@@ -71,7 +76,7 @@ def arm_dir(study: Recipe, arm: ArmConfig, seed: int) -> Path:
 
 def arm_overrides(study: Recipe, arm: ArmConfig, seed: int) -> list[str]:
     """The overrides that turn the study recipe into one arm's recipe (after the user's own)."""
-    return [*KIND_OVERRIDES[arm.kind], *arm.overrides, f"seed={seed}", f"eval.seed={study.eval.seed + seed}",
+    return [*KIND_OVERRIDES[arm.kind], *NO_GATE, *arm.overrides, f"seed={seed}", f"eval.seed={study.eval.seed + seed}",
             f"experiment={study.experiment}-{arm_label(arm, seed)}", f"run_dir={arm_dir(study, arm, seed)}"]
 
 

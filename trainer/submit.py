@@ -6,7 +6,8 @@
   with a c10d rendezvous on the head node, or the deepspeed launcher), `--stage finalize` once.
 - eval array of round r: one element per task shard of round r's checkpoint; a failed element is
   retried once in the job, then recorded as missing (the chain goes on).
-- refit r: merges the shards into eval/summary.json, refits the curve, rewrites report.md.
+- refit r: merges the shards into eval/summary.json, gates round r (promoted/ or rejected, before
+  round r + 1 picks its parent), refits the curve, rewrites report.md.
 
 The scripts are rendered from the templates in slurm/ into RUN_DIR/slurm/ next to the resolved recipe,
 so the run is self-contained; job ids go to RUN_DIR/slurm/jobs.json. Rerunning the command continues
@@ -130,8 +131,9 @@ def merge_shards(ctx: Context, run: RunDir, r: int) -> str:
 
 
 def refit(recipe_path: str, r: int) -> dict:
-    """The refit job: merge round r's eval shards, refit the curve, rewrite report.md."""
-    from trainer.loop import refresh_curve_and_report
+    """The refit job: merge round r's eval shards, gate round r (trainer/promote.py: promoted or
+    rejected, before round r + 1 picks its parent), refit the curve, rewrite report.md."""
+    from trainer.loop import gate_round, refresh_curve_and_report
 
     recipe = load_recipe(recipe_path)
     ctx = make_context(recipe, caps=Capabilities())
@@ -140,8 +142,10 @@ def refit(recipe_path: str, r: int) -> dict:
     missing = _missing_shards(ctx, r)
     if missing:  # recorded next to the checkpoint, so the report's reader sees the gap
         atomic_write_json(run.round_dir(r) / "eval" / "missing_shards.json", missing)
+    verdict = gate_round(recipe, run, r)  # None: gate off, or round r left unevaluated
     refresh_curve_and_report(recipe, run)
-    return {"round": r, "eval": merged, "missing_shards": missing}
+    return {"round": r, "eval": merged, "missing_shards": missing,
+            "promotion": None if verdict is None else verdict.decision}
 
 
 def eval_whole(recipe_path: str, r: int) -> dict:

@@ -319,12 +319,13 @@ def _log_train(recipe: Recipe, run: RunDir, r: int, wb, key: str | None) -> dict
     wb.summary.update({k: v for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
     wb.summary.update(_scalars(metrics, "train/"))
     wb.summary.update(_scalars(m.labels or {}, "labels/"))
+    parent = int(m.parent.split("-")[1]) if r >= 1 and m.parent else r - 1  # the promoted one, or r - 1
     if r >= 1:
-        _use(wb, checkpoint_artifact(wandb, recipe, run, r - 1, key), [f"round-{r - 1:04d}"])
+        _use(wb, checkpoint_artifact(wandb, recipe, run, parent, key), [f"round-{parent:04d}"])
     for batch_id in sorted(m.store_batches or {}):
         _use(wb, experience_artifact(wandb, recipe, run, batch_id, key), [batch_id])
     wb.log_artifact(checkpoint_artifact(wandb, recipe, run, r, key), aliases=[f"round-{r:04d}", "latest"])
-    record["artifacts"] = {"inputs": ([f"checkpoint:round-{r - 1:04d}"] if r >= 1 else [])
+    record["artifacts"] = {"inputs": ([f"checkpoint:round-{parent:04d}"] if r >= 1 else [])
                            + [f"experience:{b}" for b in sorted(m.store_batches or {})],
                            "output": f"checkpoint:round-{r:04d}"}
     return record

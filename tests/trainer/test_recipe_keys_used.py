@@ -18,6 +18,7 @@ be run must differ from the base recipe's. The observations call the code that r
 - tracking         the W&B mode, tags and sync note
 - curve_fit        the improvement-curve fit, forecast check and comparison of two arms
 - study_plan       the study's arm runs, forgetting tasks and budget check
+- promotion        the promotion gate's verdicts on three evaluated rounds, promoted/'s files, the next parent
 
 No observation trains or loads real weights: collection and evaluation run the real rollout and
 evaluator code with a stand-in for the model's policy (uniform over the valid actions), which records
@@ -515,6 +516,58 @@ def study_plan(case: Case) -> dict:
     return _plain({"runs": runs, "earliest_tasks": earliest, "budget": budget})
 
 
+def _promotion_checkpoints(w: Workspace) -> tuple[Path, Path]:
+    """A tiny base model and a real LoRA adapter on it (made once per workspace)."""
+    from trainer.tiny import materialize_tiny
+
+    base = materialize_tiny(w.root / "promote-base")
+    adapter = w.root / "promote-lora"
+    if not (adapter / "adapter_config.json").exists():
+        from peft import LoraConfig, get_peft_model
+        from transformers import AutoModelForCausalLM
+
+        model = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
+                               LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=False))
+        model.save_pretrained(adapter)
+    return base, adapter
+
+
+def promotion(case: Case) -> dict:
+    """The promotion gate after three evaluated rounds written by hand (40 held-out tasks: round 1 a
+    little better than the base, round 2 clearly worse than round 1): each round's verdict (without
+    the margin and level it echoes), the files of promoted/ and its PROMOTED.json, and the parent
+    round 3 would start from."""
+    from trainer.promote import Promoted, gate, parent_round, promoted_dir
+    from trainer.records import RoundManifest
+    from trainer.rundir import RunDir
+
+    base, adapter = _promotion_checkpoints(case.ws)
+    run = RunDir(case.dir / "run")
+    wins = {0: 28, 1: 30, 2: 15}  # tasks 0..n-1 succeed
+    for r, n in wins.items():
+        d = run.round_dir(r)
+        (d / "eval").mkdir(parents=True)
+        if r:
+            shutil.copytree(adapter, d / "adapter")
+        RoundManifest(round=r, parent=f"round-{r - 1:04d}" if r else None, base_model=str(base),
+                      adapter="adapter" if r else None).write(d)
+        rows = [{"suite": "maze", "task_id": f"maze/d1/s{1000000000 + i}", "sample": 0, "success": i < n,
+                 "score": float(i < n)} for i in range(40)]
+        (d / "eval" / "results.jsonl").write_text("".join(json.dumps(x) + "\n" for x in rows))
+        (d / "eval" / "summary.json").write_text(json.dumps({"episodes": 40, "success_rate": n / 40,
+                                                             "ci95": [0.0, 1.0], "mean_score": n / 40}))
+    verdicts = {}
+    for r in wins:
+        v = gate(case.recipe, run, r)
+        verdicts[r] = None if v is None else {k: x for k, x in v.to_dict().items() if k not in ("at", "margin", "level")}
+    promoted = promoted_dir(run)
+    info = Promoted.read(promoted)
+    return _plain({"verdicts": verdicts, "parent_of_round_3": parent_round(case.recipe, run, 3),
+                   "promoted_files": sorted(str(p.relative_to(promoted)) for p in promoted.rglob("*")) if info else None,
+                   "promoted": None if info is None else {k: x for k, x in info.to_dict().items()
+                                                           if k not in ("at", "checkpoint", "base_model")}})
+
+
 # ---------------------------------------------------------------- the table: key -> observation (and value)
 
 @dataclass(frozen=True)
@@ -657,6 +710,11 @@ KEYS: dict[str, Key] = {
     "study.seeds": Key(study_plan),
     "study.forgetting_episodes": Key(study_plan, 1),
     "study.budget_tolerance": Key(study_plan),
+    "promote.enabled": Key(promotion),  # off: no verdicts, nothing promoted, round 3 starts from round 2
+    "promote.margin": Key(promotion, 0.5),  # round 2's drop (0.375) is within it: promoted
+    "promote.level": Key(promotion, 1e-9),  # round 2's p (about 1e-5) is above it: promoted
+    "promote.parent": Key(promotion),  # latest: round 3 starts from the rejected round 2
+    "promote.merged": Key(promotion),  # promoted/merged/, round 1's adapter folded into the base
 }
 
 

@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "compare": "Compare runs: table and overlay plot, no server needed",
     "track": "Log a run's finished stages not logged yet (e.g. separate eval jobs) to W&B and tracking/",
     "recipe": "Show a resolved recipe, check recipe files, or regenerate the README's recipe key table",
+    "promote": "Make round N of a run the promoted checkpoint by hand (rollback / roll forward), with a reason",
     "submit": "Render and submit the Slurm job chain of an experiment (--every: one round per period; --stop)",
     "status": "Where a run stands: Slurm jobs, schedule, last round and score, promotion, logs waiting",
     "study": "Run the experience study (accumulate / latest / retry / reset arms)",

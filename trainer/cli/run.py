@@ -8,7 +8,8 @@ from trainer.cli.common import add_quiet, add_recipe, parse
 
 DESCRIPTION = ("Run an experiment on one machine. Round 0 evaluates the base policy; each round then "
                "collects experience with the current policy, ingests it into the experience store, trains "
-               "one round on it, evaluates the new checkpoint on the held-out suites and refits the "
+               "one round on it, evaluates the new checkpoint on the held-out suites, promotes it "
+               "(RUN_DIR/promoted/) unless it is worse than the promoted one beyond noise, and refits the "
                "improvement curve and report. Rerunning the command continues where it stopped.")
 
 
@@ -22,6 +23,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     args = parse(parser(), argv)
     from trainer.loop import run_experiment
+    from trainer.promote import promoted_dir, promoted_now
     from trainer.recipe import load_recipe
     from trainer.tracking import sync_command
 
@@ -31,6 +33,9 @@ def main(argv: list[str]) -> int:
     print(f"\ndone in {time.time() - t0:.0f}s")
     print(f"curve:  {(run.curve / 'curve.png').resolve()}")
     print(f"report: {run.report.resolve()}")
+    promoted = promoted_now(run)
+    if promoted is not None:
+        print(f"deploy: round {promoted.round}, {promoted_dir(run) / 'SERVING.md'}")
     sync = sync_command(recipe, run)
     if sync:
         print(f"W&B:    {sync}")
