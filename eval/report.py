@@ -34,7 +34,7 @@ def rounds_table(run_dir: Path) -> list[str]:
 
 
 ROUND_COLUMNS = (("round", "round"), ("parent", "parent"), ("new_records", "new records"),
-                 ("labels", "labels by source"), ("trained_on", "trajectories trained on"),
+                 ("labels", "labels by source"), ("trained_on", "trained on: rows (of selected)"),
                  ("score", "held-out {metric} [95% CI]"), ("verdict", "verdict"))
 
 

@@ -522,6 +522,15 @@ def _labels_text(labels: dict | None) -> str:
     return ", ".join(parts) or "none"
 
 
+def _trained_on(m) -> str:
+    """Dataset rows the round trained on, and the trajectories selected when they differ (SFT keeps
+    only successes under data.success_only; DPO rows are pairs)."""
+    rows = (m.metrics or {}).get("rows")
+    if rows is None or rows == m.trajectories_used:
+        return str(m.trajectories_used)
+    return f"{rows} (of {m.trajectories_used})"
+
+
 def report_rows(recipe: Recipe, run: RunDir) -> list[dict]:
     """One row per round for report.md's rounds table (eval/report.py renders it): round, parent,
     new records, labels by source, trajectories trained on, held-out score with its 95% interval,
@@ -548,7 +557,7 @@ def report_rows(recipe: Recipe, run: RunDir) -> list[dict]:
         rows.append({"round": r, "parent": (raw.get("parent") or "-").replace("round-", "").lstrip("0") or "0"
                      if raw.get("parent") else "-",
                      "new_records": "-" if new is None else str(new), "labels": _labels_text(raw.get("labels")),
-                     "trained_on": str(m.trajectories_used) if r > 0 else "-",
+                     "trained_on": _trained_on(m) if r > 0 else "-",
                      "score": "not evaluated" if score is None else (
                          f"{score:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")),
                      "verdict": verdict})

@@ -4,7 +4,7 @@
             once; the parent policy acts on fresh training tasks (collect.suites), episodes ->
             experience/round-XXXX.jsonl
 2. ingest:  that file goes into the experience store (deduplicated, redacted, held-out guarded)
-3. select:  every store batch new since the parent's round + a replay sample of older ones, with
+3. select:  every store batch new since round r - 1 + a replay sample of older ones, with
             outcome labels applied (the log's own, label.file, label.command; data_pipeline/labels.py);
             with nothing new the round is skipped (RoundSkipped, rounds/round-XXXX.skipped.json)
             unless collect.when_empty is replay
@@ -66,7 +66,17 @@ def heldout_spec(recipe: Recipe) -> HeldoutSpec:
         extra = HeldoutSpec.load(recipe.ingest.heldout_tasks_file)
         spec = HeldoutSpec(task_ids=spec.task_ids | extra.task_ids, suites=spec.suites | extra.suites,
                            patterns=spec.patterns + extra.patterns)
+    external = external_heldout_tasks(recipe)
+    if external:  # the tasks of the user's own held-out harness never enter training either
+        spec = HeldoutSpec(task_ids=spec.task_ids | external, suites=spec.suites, patterns=spec.patterns)
     return spec
+
+
+def external_heldout_tasks(recipe: Recipe) -> set[str]:
+    """Task ids of the external suites (a user's harness, eval/external.py) in `eval.suites`."""
+    from eval.external import is_external_suite, load_external_suite
+
+    return {t for sc in recipe.eval.suites if is_external_suite(sc.name) for t in load_external_suite(sc.name).task_ids}
 
 
 def load_options(recipe: Recipe):
@@ -216,9 +226,9 @@ def _skip(recipe: Recipe, run: RunDir, r: int, why: str) -> RoundSkipped:
 
 
 # ---- 3. select -----------------------------------------------------------------------------------
-def select_data(store: ExperienceStore, parent: RoundManifest, replay_ratio: float, seed: int):
-    """New batches since the parent's round, plus `replay_ratio` of the older trajectories."""
-    seen_before = set(parent.batches_seen)
+def select_data(store: ExperienceStore, previous: RoundManifest, replay_ratio: float, seed: int):
+    """New batches since `previous` (round r - 1), plus `replay_ratio` of the older trajectories."""
+    seen_before = set(previous.batches_seen)
     batches = store.batches()
     new = [b.batch_id for b in batches if b.batch_id not in seen_before]
     old = [b.batch_id for b in batches if b.batch_id in seen_before]
@@ -273,9 +283,11 @@ def _previous(run: RunDir, r: int) -> RoundManifest:
 
 
 def _parent(run: RunDir, r: int, recipe: Recipe | None = None) -> RoundManifest:
-    """The checkpoint round r starts from (collects with, trains on top of, takes "new data since"
-    from): under `promote.parent: promoted` the promoted checkpoint (trainer/promote.py
-    `parent_round`; a rejected round is skipped), else round r - 1. Without a recipe: round r - 1."""
+    """The checkpoint round r starts from (collects with, trains on top of): under `promote.parent:
+    promoted` the promoted checkpoint (trainer/promote.py `parent_round`; a rejected round is
+    skipped), else round r - 1. Without a recipe: round r - 1. What counts as new data is decided by
+    round r - 1 whatever the parent: a rejected round's data is not new again (it comes back only
+    as replay), and a period with nothing new since the last round is skipped."""
     from trainer.promote import parent_round
     from trainer.verify import check_checkpoint
 
@@ -311,8 +323,9 @@ def prepare_round(recipe: Recipe, run: RunDir, r: int, progress: bool = True) ->
     if collected is not None:
         store.ingest([collected], fmt="flywheel", tag=f"round-{r:04d}", redact=recipe.ingest.redact)
     seed = round_seed(recipe, r)
-    trajs, used, seen, new, hours, new_hours = select_data(store, parent, recipe.data.replay_ratio, seed)
-    if not new:  # nothing reached the store since the parent's round
+    # new = since the last round that ran (r - 1), not since the parent: a rejected round's data is old
+    trajs, used, seen, new, hours, new_hours = select_data(store, _previous(run, r), recipe.data.replay_ratio, seed)
+    if not new:  # nothing reached the store since round r - 1
         if recipe.collect.when_empty == "skip":
             raise _skip(recipe, run, r, f"no trajectory reached the store since round {r - 1}"
                         + (f" ({logs['read']} log records read, {logs['duplicates']} already stored, "

@@ -253,7 +253,8 @@ def render_status(st: dict) -> str:
             lines.append("  held-out score: no round evaluated yet")
         if lr.get("skipped"):
             sk = lr["skipped"]
-            lines.append(f"  skipped: round {sk.get('round', '?')}: {sk.get('reason', 'nothing new')}")
+            reason = sk.get("reason") or f"round {sk.get('round', '?')}: nothing new"  # the reason names its round
+            lines.append(f"  skipped: {reason}")
     v = st.get("verdict")
     if v is None:
         lines.append("promotion: no verdict (no promotion/ folder)")

@@ -1,27 +1,29 @@
-"""flywheel submit --every on a real single-node Slurm, learning from live logs (`make test-slurm`).
+"""The deployment of issue 15 on a real single-node Slurm (`make test-slurm`): `flywheel submit
+--every` learns from what a simulated deployment logs, period by period.
 
-Needs the live log source (`collect.logs`, data_pipeline/live.py, `trainer.round.RoundSkipped`): it
-is skipped on a build without it. UNVERIFIED before the merge of branches `live` and `periodic`: it
-is written against the agreed interfaces (issue 15) and first runs at the merge.
-
-A deployment writes OpenAI-format logs into a folder:
-1. wave 1 (12 records) before the submit: period 1 evaluates round 0 and trains round 1 on them;
+The deployment (recipes/live-logs/simulate_deployment.py) writes OpenAI-format maze logs without
+outcomes into a folder; the verifier (recipes/live-logs/verify_maze.py, `label.command`) labels them.
+1. wave 1 (48 records) before the submit: period 1 evaluates round 0 and trains round 1 on them,
+   labelled by the verifier, and the gate promotes it or keeps round 0;
 2. nothing new before period 2: its round is skipped (train job state `skipped`, eval and refit
    no-ops, rounds/round-0002.skipped.json, no round-0002), and period 3 is queued for round 2 still;
-3. wave 2 (6 records and a half-written last line) before period 3 begins: round 2 trains on exactly
-   the 6 new records;
+3. wave 2 before period 3 begins: a bad release (walks away from the goal, its logger claims
+   success) appended with a half-written last line: round 2 trains on exactly its complete records
+   and the gate rejects it; promoted/ stays the checkpoint before it;
 4. `--stop` ends it.
 """
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.slurm.test_periodic_slurm import flywheel, log, schedule, wait_for_period
-from tests.slurm.test_slurm_chain import cluster  # noqa: F401 (the cluster fixture)
+from tests.slurm.test_slurm_chain import ROOT, cluster  # noqa: F401 (the cluster fixture)
 
 pytestmark = pytest.mark.slurm
 
@@ -32,42 +34,44 @@ model: {{name_or_path: tiny}}
 collect:
   logs: [logs/]
   suites: []
-data: {{success_only: true, replay_ratio: 1.0}}
-train: {{method: sft, max_steps: 3, batch_size: 2, epochs: 1}}
+label: {{command: "{python} {verify}", workers: 1, timeout_s: 120}}
+data: {{success_only: true, replay_ratio: 0.0}}
+train: {{method: sft, learning_rate: 5.0e-3, epochs: 3, batch_size: 8, max_length: 512, lora: {{r: 8, alpha: 16}}}}
 eval:
   suites:
-    - {{name: maze, difficulty: 3, episodes: 10}}
-  policy: {{batch_size: 10}}
+    - {{name: maze, difficulty: 1, episodes: 64}}
+  policy: {{batch_size: 64}}
 slurm: {{eval_shards: 1, cpus_per_task: 1, time_train: "00:15:00", time_eval: "00:10:00"}}
 tracking: {{wandb: {{mode: disabled}}}}
 run_dir: {run_dir}
 """
 
 
-def records(first: int, n: int) -> str:
-    lines = []
-    for i in range(first, first + n):
-        lines.append(json.dumps({
-            "id": f"deploy-{i}", "task_id": f"ticket-{i}", "success": True,
-            "messages": [{"role": "user", "content": f"Ticket {i}: reset the password of user {i}."},
-                         {"role": "assistant", "content": f"Done: the password of user {i} is reset."}]}))
-    return "\n".join(lines) + "\n"
+SIM = ROOT / "recipes" / "live-logs" / "simulate_deployment.py"
+VERIFY = ROOT / "recipes" / "live-logs" / "verify_maze.py"
+WAVE1, WAVE2 = 48, 64
 
 
-def test_periods_learn_what_the_deployment_logged_and_skip_when_nothing_is_new(cluster, tmp_path):  # noqa: F811
-    pytest.importorskip("data_pipeline.live", reason="the live log source (branch `live`) is not in this build")
+def deploy(logs: Path, wave: int, episodes: int, *flags: str) -> None:
+    subprocess.run([sys.executable, str(SIM), str(logs), "--wave", str(wave), "--episodes", str(episodes),
+                    "--difficulty", "1", "--skill", "0.5", *flags], check=True, capture_output=True)
+
+
+def test_periods_learn_what_the_deployment_logged_and_gate_a_bad_release(cluster, tmp_path):  # noqa: F811
     run_dir, logs = tmp_path / "run", tmp_path / "logs"
-    logs.mkdir()
-    (logs / "agent.jsonl").write_text(records(0, 12))
+    deploy(logs, 1, WAVE1)
     recipe = tmp_path / "deploy.yaml"
-    recipe.write_text(RECIPE.format(run_dir=run_dir))
+    recipe.write_text(RECIPE.format(run_dir=run_dir, python=sys.executable, verify=VERIFY))
     t0 = time.time()
     log(flywheel(tmp_path, "submit", str(recipe), "--every", "60s").strip())
 
-    # period 2 is queued once round 1 trained on wave 1; nothing new is written before it runs
+    # period 2 is queued once round 1 trained on wave 1 (and was gated); nothing new before it runs
     s = wait_for_period(run_dir, 2)
     m1 = json.loads((run_dir / "rounds" / "round-0001" / "manifest.json").read_text())
-    assert m1["logs"]["accepted"] == 12, m1["logs"]
+    assert m1["logs"]["accepted"] == m1["logs"]["read"] == WAVE1, m1["logs"]
+    assert m1["labels"]["command"] == WAVE1 and m1["labels"]["own"] == 0, m1["labels"]
+    v1 = json.loads((run_dir / "promotion" / "round-0001.json").read_text())
+    incumbent = 1 if v1["promoted"] else 0
     # a longer period from period 3 on, so that wave 2 surely lands before period 3 begins
     flywheel(tmp_path, "submit", str(recipe), "--every", "3m")
     s = wait_for_period(run_dir, 3)
@@ -79,17 +83,26 @@ def test_periods_learn_what_the_deployment_logged_and_skip_when_nothing_is_new(c
         assert json.loads((run_dir / "slurm" / "status" / f"{name}.json").read_text())["state"] == "skipped"
     assert not (run_dir / "slurm" / "FAILED.md").exists()
 
-    # wave 2: six complete records and a half-written seventh, before period 3 begins
+    # wave 2, before period 3 begins: the bad release, its last line half-written
     assert time.time() < s["periods"][2]["begin"], "period 2 took longer than the period: wave 2 would race it"
-    with (logs / "agent.jsonl").open("a") as f:
-        f.write(records(12, 6) + records(18, 1)[:40])
+    deploy(logs, 2, WAVE2, "--broken", "--open-line")
     status = flywheel(tmp_path, "status", str(run_dir))
     log(status)
-    assert "new log records waiting: 6" in status
+    assert f"new log records waiting: {WAVE2 - 1}" in status
     s = wait_for_period(run_dir, 4)
     m2 = json.loads((run_dir / "rounds" / "round-0002" / "manifest.json").read_text())
-    assert m2["logs"]["accepted"] == 6, m2["logs"]
+    assert m2["logs"]["accepted"] == WAVE2 - 1 and m2["logs"]["waiting_bytes"] > 0, m2["logs"]
+    assert m2["labels"]["own"] == WAVE2 - 1, m2["labels"]  # the broken logger's claims
+    assert m2["parent"] == f"round-{incumbent:04d}"
     assert not (run_dir / "rounds" / "round-0002.skipped.json").exists()
+    v2 = json.loads((run_dir / "promotion" / "round-0002.json").read_text())
+    assert v2["decision"] == "rejected" and v2["incumbent"] == incumbent, v2
+    assert json.loads((run_dir / "promoted" / "PROMOTED.json").read_text())["round"] == incumbent
+    status = flywheel(tmp_path, "status", str(run_dir))
+    log(status)
+    assert "promotion: round 2 rejected" in status and f"promoted checkpoint: round {incumbent}" in status
+    report = (run_dir / "report.md").read_text()
+    assert "rejected" in next(line for line in report.splitlines() if line.startswith("| 2 |"))
     log(flywheel(tmp_path, "submit", str(run_dir), "--stop"))
     assert schedule(run_dir)["stopped_at"]
-    log(f"periodic logs slurm test total {time.time() - t0:.0f}s")
+    log(f"periodic deployment slurm test total {time.time() - t0:.0f}s")

@@ -258,3 +258,13 @@ def test_exactly_once_across_appends_rotation_a_half_line_and_a_killed_round(tmp
     assert sorted(episodes) == sorted(d["episode_id"] for d in written) and len(set(episodes)) == 11
     manifests = [run.manifest(r) for r in (1, 2, 3)]
     assert sum(m.logs["read"] for m in manifests) == sum(m.logs["accepted"] for m in manifests) == len(written)
+
+
+def test_the_tasks_of_an_external_heldout_suite_are_held_out_of_training(tmp_path):
+    from trainer.round import heldout_spec
+
+    (tmp_path / "suite.yaml").write_text("name: mine\ncommand: python3 h.py --task {task_id} --out {out}\n"
+                                         "tasks: [ticket-7, ticket-9]\n")
+    (tmp_path / "r.yaml").write_text("experiment: x\nmodel: {name_or_path: tiny}\neval:\n  suites: [{name: suite.yaml}]\n")
+    spec = heldout_spec(load_recipe(tmp_path / "r.yaml"))
+    assert spec.matches("ticket-7") and spec.matches("ticket-9") and not spec.matches("ticket-8")

@@ -315,17 +315,18 @@ def test_report_rows_show_counts_labels_scores_and_verdicts(tmp_path, tiny_model
     assert rows[0]["verdict"] == "promoted" and rows[1]["verdict"].startswith("promoted (p")
     assert rows[2]["verdict"].startswith("rejected: worse than round 1 beyond noise")
     report = write_report(run.root, "t", rounds=rows, promoted=report_promoted_line(recipe, run)).read_text()
-    assert "| round | parent | new records | labels by source | trajectories trained on | held-out success_rate" in report
+    assert "| round | parent | new records | labels by source | trained on: rows (of selected) | held-out success_rate" in report
     assert "Promoted now: **round 1**" in report
     assert "| 2 | 1 | 37 | own 5, file 3, command 20, quarantined 1, unlabeled kept 0 / dropped 9 | 12 |" in report
 
 
-# ---- the next round's data: new since the promoted parent -----------------------------------------------
+# ---- the next round's data: new since the last round, whatever the parent ---------------------------------
 @pytest.mark.parametrize("parent, expected_parent", [("promoted", 0), ("latest", 1)])
-def test_the_round_after_a_rejected_one_selects_data_new_since_its_parent(tmp_path, tiny_model_dir, parent,
-                                                                         expected_parent):
-    """Round 1 is rejected; round 2 starts from round 0 (promoted) and takes both rounds' experience
-    as new, or, under promote.parent: latest, from round 1 with only its own experience new."""
+def test_the_round_after_a_rejected_one_selects_data_new_since_the_last_round(tmp_path, tiny_model_dir, parent,
+                                                                              expected_parent):
+    """Round 1 is rejected; round 2 starts from round 0 (promoted) or, under promote.parent: latest,
+    from round 1; either way only its own experience is new (the rejected round's data is not new
+    again: with replay_ratio 0 it is not trained on twice)."""
     import shutil as sh
 
     from tests._round_fixtures import write_maze_episodes
@@ -362,11 +363,11 @@ def test_the_round_after_a_rejected_one_selects_data_new_since_its_parent(tmp_pa
     assert set(sel1.new_batches) < set(sel2.batches_seen)
     round2_batch = set(sel2.batches_seen) - set(sel1.batches_seen)
     assert len(round2_batch) == 1
-    if expected_parent == 0:  # everything since round 0: round 1's experience again, and round 2's
-        assert set(sel2.new_batches) == set(sel1.new_batches) | round2_batch
+    assert set(sel2.new_batches) == round2_batch
+    assert set(sel2.store_batches) == round2_batch  # replay_ratio 0: the rejected round's data stays out
+    if expected_parent == 0:
         assert sel2.parent_adapter is None  # round 0 is the base: a fresh adapter on it
     else:
-        assert set(sel2.new_batches) == round2_batch
         assert sel2.parent_adapter == str(run.round_dir(1) / "adapter")
 
 
