@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.slurm.test_periodic_slurm import flywheel, log, schedule, wait_for_period
+from tests.slurm.test_periodic_slurm import PERIOD_TIMEOUT_S, flywheel, log, schedule, wait_for_period
 from tests.slurm.test_slurm_chain import ROOT, cluster  # noqa: F401 (the cluster fixture)
 
 pytestmark = pytest.mark.slurm
@@ -89,7 +89,7 @@ def test_periods_learn_what_the_deployment_logged_and_gate_a_bad_release(cluster
     status = flywheel(tmp_path, "status", str(run_dir))
     log(status)
     assert f"new log records waiting: {WAVE2 - 1}" in status
-    s = wait_for_period(run_dir, 4)
+    s = wait_for_period(run_dir, 4, timeout_s=3 * 60 + 2 * PERIOD_TIMEOUT_S)  # period 3's begin, then its round
     m2 = json.loads((run_dir / "rounds" / "round-0002" / "manifest.json").read_text())
     assert m2["logs"]["accepted"] == WAVE2 - 1 and m2["logs"]["waiting_bytes"] > 0, m2["logs"]
     assert m2["labels"]["own"] == WAVE2 - 1, m2["labels"]  # the broken logger's claims

@@ -53,7 +53,7 @@ def squeue() -> dict[str, str]:
     return {line.split("|")[0]: line for line in out.splitlines()}
 
 
-def wait_for_period(run_dir: Path, n: int) -> dict:
+def wait_for_period(run_dir: Path, n: int, timeout_s: float = PERIOD_TIMEOUT_S) -> dict:
     """Wait until period n is recorded (the period before it handed over); fail with FAILED.md's reason."""
     t0 = time.time()
     while True:
@@ -68,7 +68,7 @@ def wait_for_period(run_dir: Path, n: int) -> dict:
             if len(schedule(run_dir)["periods"]) >= n:
                 continue
             pytest.fail(f"no job of period {n - 1} is alive and period {n} was never queued: {s}")
-        assert time.time() - t0 < PERIOD_TIMEOUT_S, f"period {n} not queued after {PERIOD_TIMEOUT_S}s"
+        assert time.time() - t0 < timeout_s, f"period {n} not queued after {timeout_s:.0f}s"
         time.sleep(1)
 
 
