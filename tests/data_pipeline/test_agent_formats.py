@@ -1,7 +1,10 @@
 """The agent trace formats read from real public samples under tests/fixtures/samples/ (each with
-its SOURCE.md and LICENSE): ATIF (Harbor / Terminal-Bench). Counts add up, tool calls are paired
-with their results, copied context is marked, and values match the original files. Auto-detection
-picks the right format for these files and the new detectors claim none of the shared samples."""
+its SOURCE.md): ATIF (Harbor / Terminal-Bench; real harbor files + one synthetic v1.7 file),
+OpenTelemetry GenAI spans as OTLP JSON (synthetic, after the semantic conventions: no real public
+sample was found) and OpenAI Agents SDK trace exports (written by the SDK itself, see
+tests/fixtures/openai-agents/make_trace.py). Counts add up, tool calls are paired with their
+results, copied context is marked, and values match the original files. Auto-detection picks the
+right format for these files and the new detectors claim none of the shared samples."""
 from __future__ import annotations
 
 import json
@@ -10,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from data_pipeline import sources
-from data_pipeline.adapters import atif, formats
+from data_pipeline.adapters import atif, formats, openai_agents, otel_genai
 from data_pipeline.store import ExperienceStore
 from tests.paths import TESTS
 from tests.samples import shared_samples
@@ -18,7 +21,9 @@ from tests.samples import shared_samples
 SAMPLES = TESTS / "fixtures" / "samples"
 ATIF = SAMPLES / "atif"
 GOLDEN = ATIF / "harbor" / "tests" / "golden"
-NEW = {"atif": atif}
+OTEL = SAMPLES / "otel-genai" / "synthetic-otlp-genai-traces.jsonl"
+AGENTS = SAMPLES / "openai-agents" / "agents-sdk-0.24.0-handoff-tools.jsonl"
+NEW = {"atif": atif, "otel-genai": otel_genai, "openai-agents": openai_agents}
 
 
 def _ingest(tmp_path: Path, root: Path):
@@ -167,3 +172,132 @@ def test_atif_malformed_records_are_quarantined_with_the_field(tmp_path):
     f.write_text(json.dumps(doc))
     recs = list(atif.read(f))
     assert recs[0].data is not None and recs[1].error == ("steps[0].source", "expected system, user or agent, got 'robot'")
+
+
+# ---- OpenTelemetry GenAI (OTLP JSON) ----------------------------------------------------------
+def _otel_lines():
+    return [json.loads(line) for line in OTEL.read_text().splitlines()]
+
+
+def test_otel_counts_and_conversation_grouping(tmp_path):
+    store, s, trajs = _ingest(tmp_path, SAMPLES / "otel-genai")
+    assert s.read == s.accepted + s.duplicates + s.quarantined == 2 and s.quarantined == 0, store.quarantine()
+    conv = _one(trajs, lambda t: t.episode_id == "conversation conv_5j66UpCpwteGg4YSxUnt7lPY")
+    assert len(conv.metadata["trace_ids"]) == 2  # two traces (two export lines), one conversation
+    assert [m.role for m in conv.messages] == ["system", "user", "assistant", "tool", "assistant", "user",
+                                               "assistant", "tool", "assistant"]
+    spans = [sp for line in _otel_lines() for rs in line["resourceSpans"] for ss in rs["scopeSpans"] for sp in ss["spans"]]
+    attrs = {a["key"]: a["value"] for a in spans[1]["attributes"]}
+    out = json.loads(attrs["gen_ai.output.messages"]["stringValue"])[0]["parts"][0]
+    call = conv.messages[2].tool_calls[0]
+    assert (call.id, call.name, call.arguments) == (out["id"], out["name"], out["arguments"])
+    assert conv.messages[3].tool_call_id == call.id and conv.messages[3].name == "get_weather"
+    assert conv.messages[3].content == "rainy, 57°F"
+    assert conv.messages[0].content == "You are a helpful weather assistant."  # gen_ai.system_instructions
+    assert conv.metadata["tools"][0]["function"]["name"] == "get_weather"
+    assert conv.metadata["reasoning"] == {"6": "Lyon was not looked up; call the tool."}
+    assert conv.policy == "gpt-4o-2024-08-06" and conv.messages[2].duration_s == pytest.approx(0.89)
+    assert conv.outcome.labeled is False  # OpenTelemetry has no outcome
+    lone = _one(trajs, lambda t: t.episode_id == "trace 0af7651916cd43dd8448eb211c80319c")
+    assert [(m.role, m.content) for m in lone.messages] == [("user", "Say hi in French."), ("assistant", "Bonjour !")]
+    assert lone.policy == "claude-sonnet-4-5"
+
+
+def test_otel_execute_tool_span_answers_a_call_no_message_answers(tmp_path):
+    line = _otel_lines()[0]
+    spans = line["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    del spans[3]  # the second chat span, whose input held the tool result
+    f = tmp_path / "otlp.json"
+    f.write_text(json.dumps(line))
+    (rec,) = list(otel_genai.read(f))
+    msgs = rec.data["messages"]
+    assert [m["role"] for m in msgs] == ["system", "user", "assistant", "tool"]
+    assert msgs[3]["tool_call_id"] == "call_VSPygqKTWdrhaFErNvMV18Yl" and msgs[3]["content"] == "rainy, 57°F"
+    # an execute_tool span whose call no captured message made is kept in metadata, not invented
+    spans[2]["attributes"] = [a if a["key"] != "gen_ai.tool.call.id" else {**a, "value": {"stringValue": "call_x"}}
+                              for a in spans[2]["attributes"]]
+    f.write_text(json.dumps(line))
+    (rec,) = list(otel_genai.read(f))
+    assert [m["role"] for m in rec.data["messages"]] == ["system", "user", "assistant"]
+    assert rec.data["metadata"]["unpaired_tool_spans"][0]["call.id"] == "call_x"
+
+
+def test_otel_traces_without_genai_content_are_quarantined_with_the_reason(tmp_path):
+    req = {"resourceSpans": [{"resource": {"attributes": []}, "scopeSpans": [{"spans": [
+        {"traceId": "S/kvNXezTaajzpKdDg5HNg==", "spanId": "APBnqgupArc=", "name": "chat gpt-4o", "kind": "SPAN_KIND_CLIENT",
+         "startTimeUnixNano": "1", "endTimeUnixNano": "2",
+         "attributes": [{"key": "gen_ai.operation.name", "value": {"stringValue": "chat"}},
+                        {"key": "gen_ai.usage.input_tokens", "value": {"intValue": "12"}}]},
+        {"traceId": "AAAA", "spanId": "BBBB", "name": "GET", "attributes": [
+            {"key": "http.request.method", "value": {"stringValue": "GET"}}]}]}]}]}
+    f = tmp_path / "otlp.json"
+    f.write_text(json.dumps(req))
+    assert otel_genai.detect(f, f.read_bytes())
+    recs = {r.locator: r.error for r in otel_genai.read(f)}
+    assert recs["trace S/kvNXezTaajzpKdDg5HNg=="][0] == "gen_ai.input.messages"
+    assert "content capture" in recs["trace S/kvNXezTaajzpKdDg5HNg=="][1]
+    assert recs["trace AAAA"] == ("spans", "no GenAI span (no gen_ai.* attribute) among 1 spans")
+
+
+def test_otel_any_values():
+    kv = {"kvlistValue": {"values": [{"key": "path", "value": {"stringValue": "/r"}},
+                                     {"key": "limit", "value": {"intValue": "200"}},
+                                     {"key": "tags", "value": {"arrayValue": {"values": [{"boolValue": True}]}}}]}}
+    assert otel_genai.any_value(kv) == {"path": "/r", "limit": 200, "tags": [True]}
+
+
+# ---- OpenAI Agents SDK -------------------------------------------------------------------------
+def _agent_items():
+    return [json.loads(line) for line in AGENTS.read_text().splitlines()]
+
+
+def test_agents_sdk_trace_export(tmp_path):
+    store, s, trajs = _ingest(tmp_path, SAMPLES / "openai-agents")
+    assert s.read == s.accepted + s.duplicates + s.quarantined == 1 and s.quarantined == 0, store.quarantine()
+    (t,) = trajs
+    items = _agent_items()
+    head = items[0]
+    assert t.episode_id == head["id"] and t.task_id == head["metadata"]["task_id"] == "weather/paris-lyon"
+    assert t.category == head["workflow_name"] and t.policy == "gpt-4o-mini"
+    gens = [i["span_data"] for i in items if i.get("span_data", {}).get("type") == "generation"]
+    funcs = [i["span_data"] for i in items if i.get("span_data", {}).get("type") == "function"]
+    assert t.metadata["generations"] == len(gens) == 3 and t.metadata["spans"] == len(items) - 1
+    assert t.metadata["handoffs"] == [{"from_agent": "Triage agent", "to_agent": "Weather agent"}]
+    assert t.metadata["agents"] == ["Triage agent", "Weather agent"]
+    assert [m.role for m in t.messages] == ["system", "user", "assistant", "tool", "system", "assistant", "tool",
+                                            "tool", "assistant"]
+    assert t.messages[0].content == gens[0]["input"][0]["content"]
+    assert t.messages[4].content == gens[1]["input"][0]["content"]  # the weather agent's instructions
+    calls = t.messages[5].tool_calls
+    out_calls = gens[1]["output"][0]["tool_calls"]
+    assert [(c.id, c.name, c.arguments) for c in calls] == [
+        (c["id"], c["function"]["name"], json.loads(c["function"]["arguments"])) for c in out_calls]
+    assert [(m.tool_call_id, m.content) for m in t.messages[6:8]] == [
+        (out_calls[0]["id"], funcs[0]["output"]), (out_calls[1]["id"], funcs[1]["output"])]
+    assert t.messages[-1].content == gens[2]["output"][0]["content"]
+    assert t.outcome.labeled is False
+
+
+def test_agents_sdk_function_spans_pair_calls_without_a_later_generation(tmp_path):
+    items = [i for i in _agent_items() if not (i.get("span_data", {}).get("type") == "generation"
+                                               and (i["span_data"]["output"][0].get("content") or "").startswith("Paris"))]
+    f = tmp_path / "export.json"
+    f.write_text(json.dumps({"data": items}))  # the exporter's payload shape
+    (rec,) = list(openai_agents.read(f))
+    msgs = rec.data["messages"]
+    assert [m["role"] for m in msgs][-3:] == ["assistant", "tool", "tool"]
+    assert [(m["tool_call_id"], m["content"]) for m in msgs[-2:]] == [("call_w1", "rainy, 14°C"), ("call_w2", "sunny, 18°C")]
+
+
+def test_agents_sdk_responses_api_trace_is_quarantined(tmp_path):
+    items = [{"object": "trace", "id": "trace_1", "workflow_name": "Agent workflow", "group_id": None, "metadata": None},
+             {"object": "trace.span", "id": "span_1", "trace_id": "trace_1", "parent_id": None,
+              "started_at": "2026-01-01T00:00:00+00:00", "ended_at": "2026-01-01T00:00:01+00:00",
+              "span_data": {"type": "response", "response_id": "resp_1", "usage": None}},
+             {"object": "something"}]
+    f = tmp_path / "export.jsonl"
+    f.write_text("\n".join(json.dumps(i) for i in items))
+    assert sources.detect(f) == "openai-agents"
+    recs = list(openai_agents.read(f))
+    assert recs[0].error == ("object", "expected a trace or trace.span export item, got 'something'")
+    assert recs[1].error[0] == "span_data.input" and "response" in recs[1].error[1]
