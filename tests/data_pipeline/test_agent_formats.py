@@ -1,8 +1,9 @@
 """The agent trace formats read from real public samples under tests/fixtures/samples/ (each with
 its SOURCE.md): ATIF (Harbor / Terminal-Bench; real harbor files + one synthetic v1.7 file),
-OpenTelemetry GenAI spans as OTLP JSON (synthetic, after the semantic conventions: no real public
-sample was found) and OpenAI Agents SDK trace exports (written by the SDK itself, see
-tests/fixtures/openai-agents/make_trace.py). Counts add up, tool calls are paired with their
+OpenTelemetry GenAI spans as OTLP JSON (no real public sample was found: one file written by
+OpenTelemetry's own Python packages, see tests/fixtures/otel-genai/make_real.py, and one synthetic
+file after the semantic conventions) and OpenAI Agents SDK trace exports (written by the SDK
+itself, see tests/fixtures/openai-agents/make_trace.py). Counts add up, tool calls are paired with their
 results, copied context is marked, and values match the original files. Auto-detection picks the
 right format for these files and the new detectors claim none of the shared samples."""
 from __future__ import annotations
@@ -22,6 +23,7 @@ SAMPLES = TESTS / "fixtures" / "samples"
 ATIF = SAMPLES / "atif"
 GOLDEN = ATIF / "harbor" / "tests" / "golden"
 OTEL = SAMPLES / "otel-genai" / "synthetic-otlp-genai-traces.jsonl"
+OTEL_REAL = SAMPLES / "otel-genai" / "otel-python-openai-v2-weather.jsonl"
 AGENTS = SAMPLES / "openai-agents" / "agents-sdk-0.24.0-handoff-tools.jsonl"
 NEW = {"atif": atif, "otel-genai": otel_genai, "openai-agents": openai_agents}
 
@@ -181,7 +183,7 @@ def _otel_lines():
 
 def test_otel_counts_and_conversation_grouping(tmp_path):
     store, s, trajs = _ingest(tmp_path, SAMPLES / "otel-genai")
-    assert s.read == s.accepted + s.duplicates + s.quarantined == 2 and s.quarantined == 0, store.quarantine()
+    assert s.read == s.accepted + s.duplicates + s.quarantined == 3 and s.quarantined == 0, store.quarantine()
     conv = _one(trajs, lambda t: t.episode_id == "conversation conv_5j66UpCpwteGg4YSxUnt7lPY")
     assert len(conv.metadata["trace_ids"]) == 2  # two traces (two export lines), one conversation
     assert [m.role for m in conv.messages] == ["system", "user", "assistant", "tool", "assistant", "user",
@@ -201,6 +203,28 @@ def test_otel_counts_and_conversation_grouping(tmp_path):
     lone = _one(trajs, lambda t: t.episode_id == "trace 0af7651916cd43dd8448eb211c80319c")
     assert [(m.role, m.content) for m in lone.messages] == [("user", "Say hi in French."), ("assistant", "Bonjour !")]
     assert lone.policy == "claude-sonnet-4-5"
+
+
+def test_otel_real_export_of_the_opentelemetry_packages(tmp_path):
+    _, _, trajs = _ingest(tmp_path, SAMPLES / "otel-genai")
+    t = _one(trajs, lambda t: t.episode_id == "conversation conv_weather_0001")
+    lines = [json.loads(line) for line in OTEL_REAL.read_text().splitlines()]
+    spans = [sp for line in lines for rs in line["resourceSpans"] for ss in rs["scopeSpans"] for sp in ss["spans"]]
+    assert t.metadata["spans"] == len(spans) == 8 and len(t.metadata["trace_ids"]) == 2
+    chats = [sp for sp in spans if sp["name"].startswith("chat")]
+    attrs = [{a["key"]: a["value"] for a in sp["attributes"]} for sp in chats]
+    last_in = json.loads(attrs[-1]["gen_ai.input.messages"]["stringValue"])
+    last_out = json.loads(attrs[-1]["gen_ai.output.messages"]["stringValue"])
+    assert len(t.messages) == len(last_in) + len(last_out) == 9  # the last call's whole context + its answer
+    assert [m.role for m in t.messages] == [m["role"] for m in last_in + last_out]
+    call = json.loads(attrs[0]["gen_ai.output.messages"]["stringValue"])[0]["parts"][0]
+    assert (t.messages[2].tool_calls[0].id, t.messages[2].tool_calls[0].arguments) == (call["id"], call["arguments"])
+    tool = next(sp for sp in spans if sp["name"] == "execute_tool get_weather")
+    result = {a["key"]: a["value"] for a in tool["attributes"]}["gen_ai.tool.call.result"]["stringValue"]
+    assert (t.messages[3].role, t.messages[3].tool_call_id, t.messages[3].content) == ("tool", call["id"], result)
+    assert t.policy == attrs[-1]["gen_ai.response.model"]["stringValue"] and t.category == "weather-agent"
+    dur = (int(chats[0]["endTimeUnixNano"]) - int(chats[0]["startTimeUnixNano"])) / 1e9
+    assert t.messages[2].duration_s == pytest.approx(dur)
 
 
 def test_otel_execute_tool_span_answers_a_call_no_message_answers(tmp_path):
