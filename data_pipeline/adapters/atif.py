@@ -25,7 +25,8 @@ layout (`<trial>/agent/trajectory.json` beside `<trial>/result.json` with `task_
 `atif/` + a hash of the first user message. Outcome: ATIF has no reward field; the outcome places
 of `extra` (common.log_outcome), else harbor's `<trial>/verifier/reward.txt` (a number in [0, 1])
 when the file sits in a trial directory; otherwise unlabeled. Interaction time: first to last
-step `timestamp`."""
+step `timestamp`. Harbor's result.json / config.json beside the trajectories are skipped with a
+note (`side_file_note`), not quarantined as unrecognised."""
 from __future__ import annotations
 
 import json
@@ -137,6 +138,29 @@ def _messages(steps: list[Any], meta: dict[str, Any]) -> list[dict[str, Any]]:
     if refs:
         meta["subagent_refs"] = refs
     return out
+
+
+_HARBOR_SIDE = ("result.json", "config.json")
+
+
+def _is_trial(d: Path) -> bool:
+    agent = d / "agent"
+    return agent.is_dir() and any(agent.glob("trajectory*.json"))
+
+
+def side_file_note(path: Path) -> str | None:
+    """Harbor's own files beside the trajectories (a trial's or a job's result.json / config.json):
+    not trajectories; a trial's task name and verifier reward are joined to its trajectory."""
+    if path.name not in _HARBOR_SIDE:
+        return None
+    try:
+        if _is_trial(path.parent):
+            return "Harbor trial result / config; joined to the trial's agent/trajectory.json"
+        if any(_is_trial(d) for d in path.parent.iterdir() if d.is_dir()):
+            return "Harbor job result / config, not trajectories"
+    except OSError:
+        return None
+    return None
 
 
 def _trial_dir(path: Path) -> Path | None:

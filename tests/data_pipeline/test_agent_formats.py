@@ -154,6 +154,11 @@ def test_atif_harbor_trial_directory_joins_task_and_reward(tmp_path):
     (trial / "agent" / "trajectory.json").write_bytes(src.read_bytes())
     (trial / "result.json").write_text(json.dumps({"task_name": "hello-world"}))
     (trial / "verifier" / "reward.txt").write_text("1\n")
+    (tmp_path / "trials" / "result.json").write_text(json.dumps({"n_trials": 1}))
+    (trial / "config.json").write_text(json.dumps({"agent": {"name": "openhands"}}))
+    store, s, trajs = _ingest(tmp_path, tmp_path / "trials")  # a whole harbor job folder
+    assert (s.read, s.accepted, s.quarantined) == (1, 1, 0) and trajs[0].task_id == "hello-world"
+    assert {Path(p).name for p, _ in s.skipped} == {"result.json", "config.json", "reward.txt"}
     recs = list(atif.read(trial / "agent" / "trajectory.json"))
     assert len(recs) == 1 and recs[0].data["task_id"] == "hello-world"
     assert recs[0].data["outcome"] == {"success": True, "score": 1.0}
