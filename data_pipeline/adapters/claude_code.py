@@ -44,20 +44,21 @@ def _is_entry(d: Any) -> bool:
 
 
 def detect(path: Path, head: bytes) -> bool:
-    """A user/assistant entry (`message`, `sessionId`, `uuid`) among the first complete lines; when
-    the first line is longer than the head, the entry keys Claude Code writes on every line."""
+    """A user/assistant entry (`message`, `sessionId`, `uuid`) among the first lines; when the first
+    line is longer than the head, the entry keys Claude Code writes on every line."""
     text = head_text(path, head)
-    lines = text.split("\n")
-    complete = lines[:-1] if len(lines) > 1 else lines
+    lines = text.split("\n")[:200]
     parsed_any = False
-    for line in complete[:200]:
+    for i, line in enumerate(lines):
         line = line.strip()
         if not line:
             continue
         try:
             d = json.loads(line)
         except ValueError:
-            return False
+            if i < len(lines) - 1:
+                return False
+            break  # the last line may be cut off by the head
         if not isinstance(d, dict):
             return False
         parsed_any = True
@@ -65,8 +66,7 @@ def detect(path: Path, head: bytes) -> bool:
             return True
     if parsed_any:
         return False
-    start = text.lstrip()[:1]
-    return start == "{" and all(k in text for k in ('"sessionId"', '"parentUuid"', '"isSidechain"', '"uuid"'))
+    return text.lstrip()[:1] == "{" and all(k in text for k in ('"sessionId"', '"parentUuid"', '"isSidechain"'))
 
 
 def _sidechain_key(e: dict[str, Any], by_uuid: dict[str, dict[str, Any]]) -> str:
