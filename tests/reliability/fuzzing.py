@@ -1,7 +1,7 @@
 """Fuzzing inputs for the ingest adapters and the recipe loader (hypothesis strategies + the checks).
 
 Adapters get random bytes and mutated real samples (every small sample under
-/work/shared/data/trajectories and tests/data): a byte-level mutation (flip, cut, splice) or a
+/work/shared/data/trajectories, tests/data and tests/fixtures/samples): a byte-level mutation (flip, cut, splice) or a
 JSON-level one (one value somewhere in the document replaced by a random one of another type).
 The promise: `ExperienceStore.ingest` on the file, with its adapter named or auto-detected, either
 returns a summary whose counts add up or raises `IngestError`; nothing else escapes.
@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from tests.samples import shared_samples
 
 REPO = Path(__file__).resolve().parents[2]
-SAMPLE_ROOTS = [shared_samples(), REPO / "tests" / "data"]
+SAMPLE_ROOTS = [shared_samples(), REPO / "tests" / "data", REPO / "tests" / "fixtures" / "samples"]
 SAMPLE_SUFFIXES = (".json", ".jsonl", ".traj", ".eval", ".yaml")
 MAX_SAMPLE_BYTES = 200_000
 
