@@ -14,15 +14,18 @@ turn), so each becomes its own trajectory, `task_id` `claude-code/<session>/agen
 `parentUuid` chain leads to. The main trajectory keeps the Task call and its result (the subagent's
 report) as an ordinary tool call and result.
 
-Mapping: an API message written as several lines (one content block each, the same `message.id`)
-becomes one assistant message (text joined, tool calls in order); `tool_use` -> tool call (`input`
+Mapping: an API message written as several lines (one content block each, the same `message.id`,
+possibly with tool results between them) becomes one assistant message (text joined, tool calls in
+order), so every result follows its call; `tool_use` -> tool call (`input`
 as arguments, `id`); a `tool_result` block in a user line -> a `tool` message with `tool_call_id`
 = `tool_use_id` and the tool's name; text blocks of a user line -> a user message. Thinking blocks
 are not part of the reply: left out, counted in `metadata.thinking_blocks`. Assistant lines Claude
 Code wrote itself (`isApiErrorMessage`, model `<synthetic>`) are listed in
 `metadata["context_messages"]`: never trained on. Interaction time: first and last `timestamp`.
 No outcome in the format: unlabeled. A line that is not JSON is quarantined on its own (the rest of
-the session still reads); a session with no user or assistant line is quarantined as a whole."""
+the session still reads); a session with no user or assistant line is quarantined as a whole.
+Lines are read in file order: a rewound or edited turn (an entry with several children in the
+`parentUuid` tree) keeps both branches, and their number is in `metadata.forks`."""
 from __future__ import annotations
 
 import json
@@ -151,7 +154,7 @@ def _trajectory(entries: list[tuple[str, dict[str, Any]]], path: Path, agent: st
     models: Counter = Counter()
     tool_names: dict[str, str] = {}
     thinking = 0
-    last_id = None  # message.id of the assistant message being continued
+    turns: dict[str, int] = {}  # message.id -> index of its assistant message
     for loc, e in entries:
         _timestamp(loc, e, stamps)
         m = e["message"]
@@ -177,17 +180,17 @@ def _trajectory(entries: list[tuple[str, dict[str, Any]]], path: Path, agent: st
             if isinstance(model, str) and model and not synthetic:
                 models[model] += 1
             mid = m.get("id")
-            prev = msgs[-1] if msgs else None
-            if prev and prev["role"] == "assistant" and mid and mid == last_id and prev["_context"] == synthetic:
+            prev = msgs[turns[mid]] if isinstance(mid, str) and mid in turns else None
+            if prev is not None and prev["_context"] == synthetic:  # more blocks of one API response
                 text = "\n".join(t for t in texts if t)
                 prev["content"] = "\n".join(t for t in (prev["content"], text) if t)
                 prev["tool_calls"].extend(calls)
             else:
+                if isinstance(mid, str) and mid:
+                    turns[mid] = len(msgs)
                 msgs.append({"role": "assistant", "content": "\n".join(t for t in texts if t), "tool_calls": calls,
                              "_context": synthetic})
-            last_id = mid
             continue
-        last_id = None
         texts = []
         for j, b in enumerate(blocks):
             if b.get("type") == "tool_result":
@@ -214,6 +217,10 @@ def _trajectory(entries: list[tuple[str, dict[str, Any]]], path: Path, agent: st
         "models": dict(models), "thinking_blocks": thinking, "sidechain": agent is not None,
         "lines": [entries[0][0], entries[-1][0]],
     }
+    children = Counter(e.get("parentUuid") for _, e in entries if isinstance(e.get("parentUuid"), str))
+    forks = sum(1 for n in children.values() if n > 1)
+    if forks:
+        meta["forks"] = forks  # entries with several children: a rewound or edited turn (kept in file order)
     if len(sessions) > 1:
         meta["session_ids"] = sessions  # a resumed session carries the lines of the one it continued
     if agent is None:

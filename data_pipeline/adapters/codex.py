@@ -79,7 +79,8 @@ def _output_text(loc: str, output: Any) -> str:
     try:
         return text_of(output)
     except MappingError:
-        raise MappingError(f"{loc}.payload.output", f"expected text or content items, got {type(output).__name__}") from None
+        got = type(output).__name__
+        raise MappingError(f"{loc}.payload.output", f"expected text or content items, got {got}") from None
 
 
 def _call(loc: str, p: dict[str, Any]) -> dict[str, Any]:

@@ -81,7 +81,8 @@ def test_claude_code_session_against_the_file():
     assert [(c.name, c.arguments, c.id) for c in calls] == [(u["name"], u["input"], u["id"]) for u in uses]
     # lines sharing a message.id are one assistant turn: line 6-10 are one response with 5 calls
     assert [len(m.tool_calls) for m in t.messages if m.role == "assistant"] == [1, 5, 3, 1, 1, 1, 0]
-    assert t.messages[2].content == raw[2]["message"]["content"][0]["text"] and t.messages[2].tool_calls[0].name == "TodoWrite"
+    assert t.messages[2].content == raw[2]["message"]["content"][0]["text"]
+    assert t.messages[2].tool_calls[0].name == "TodoWrite"
     # every tool result answers a call made before it, carries that call's name and the result text
     results = [b for e in raw if e["type"] == "user" for b in e["message"]["content"] if isinstance(b, dict)
                and b.get("type") == "tool_result"]
@@ -215,3 +216,19 @@ def test_codex_malformed(tmp_path):
     assert [r.locator for r in recs if r.error] == ["line 3"] and sum(1 for r in recs if r.data) == 1
     (r,) = list(codex.read(_write(tmp_path, "m.jsonl", lines(CX)[:2])))
     assert r.error[0] == "response_item"
+
+
+def test_claude_code_one_response_split_by_its_tool_results(tmp_path):
+    """Claude Code may write a tool result before the next block of the same API response (tools
+    run while the response streams): the response stays one assistant turn, results after it."""
+    raw = INIT.read_text().splitlines()
+    moved = raw[:6] + [raw[10]] + raw[6:10] + raw[11:]  # result of line 6's call now right after it
+    (t,) = trajectories(claude_code, _write(tmp_path, "i.jsonl", moved))
+    (orig,) = trajectories(claude_code, INIT)
+    assert [(m.role, m.content, m.tool_call_id, [c.id for c in m.tool_calls]) for m in t.messages] == \
+        [(m.role, m.content, m.tool_call_id, [c.id for c in m.tool_calls]) for m in orig.messages]
+    assert "forks" not in orig.metadata
+    # a rewound turn: two children of one entry, both kept in file order and counted
+    e = json.loads(raw[-1])
+    (t,) = trajectories(claude_code, _write(tmp_path, "f.jsonl", raw + [json.dumps(dict(e, uuid="other"))]))
+    assert t.metadata["forks"] == 1
