@@ -25,7 +25,10 @@ Code wrote itself (`isApiErrorMessage`, model `<synthetic>`) are listed in
 No outcome in the format: unlabeled. A line that is not JSON is quarantined on its own (the rest of
 the session still reads); a session with no user or assistant line is quarantined as a whole.
 Lines are read in file order: a rewound or edited turn (an entry with several children in the
-`parentUuid` tree) keeps both branches, and their number is in `metadata.forks`."""
+`parentUuid` tree) keeps both branches, and their number is in `metadata.forks`.
+A session file is one document (no `LINES`): as a live log (`collect.logs`) a file that grew is read
+again whole, and each version of an unfinished session is a different trajectory to the store's
+dedupe; point live collection at finished sessions."""
 from __future__ import annotations
 
 import json

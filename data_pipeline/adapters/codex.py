@@ -21,7 +21,10 @@ instructions (`session_meta.base_instructions.text`), the system prompt the mode
 first (system) message. Policy: the `turn_context` model. Interaction time: first and last
 `timestamp`, and `duration_s` the sum of the turns' `task_complete.duration_ms` when the log has
 them. No outcome in the format: unlabeled. A line that is not JSON is quarantined on its own; a
-rollout with no message is quarantined as a whole."""
+rollout with no message is quarantined as a whole.
+A session file is one document (no `LINES`): as a live log (`collect.logs`) a file that grew is read
+again whole, and each version of an unfinished session is a different trajectory to the store's
+dedupe; point live collection at finished sessions."""
 from __future__ import annotations
 
 import json
