@@ -6,6 +6,10 @@ Each line is `{timestamp, type, payload}` (openai/codex `RolloutLine`), `type` o
 Responses API item, below), `event_msg` (UI events: user_message / agent_message echo the items,
 token_count, task_started / task_complete with `duration_ms`, ...) and `compacted`.
 
+Rollouts of Codex CLI before 0.44 (mid 2025) have no envelope: a first line `{id, timestamp,
+instructions, git}`, then the bare response items and `{"record_type": "state", ...}` lines, and no
+time but the session's start; they read the same way (`metadata.legacy`).
+
 One trajectory per file, `task_id` `codex/<session id>`. Messages, in file order, from the
 `response_item`s: `message` (role developer / system -> system, user, assistant; content items
 input_text / output_text as text, images as a placeholder); `function_call` -> a tool call of the
@@ -40,6 +44,9 @@ _LINE_TYPES = ("session_meta", "response_item", "event_msg", "turn_context", "co
 _ROLES = {"developer": "system", "system": "system", "user": "user", "assistant": "assistant"}
 _CALLS = ("function_call", "custom_tool_call", "local_shell_call", "web_search_call")
 _OUTPUTS = ("function_call_output", "custom_tool_call_output")
+_ITEM_TYPES = ("message", "reasoning", *_CALLS, *_OUTPUTS)
+_META_START, _META_TYPE = '{"timestamp":', '"type":"session_meta","payload":{'  # a cut-off first line
+_LEGACY_META = {"id", "timestamp", "instructions", "git"}  # the first line of a rollout before 0.44
 
 
 def _is_line(d: Any) -> bool:
@@ -47,32 +54,64 @@ def _is_line(d: Any) -> bool:
             and isinstance(d.get("timestamp"), str))
 
 
+def _is_legacy_meta(d: Any) -> bool:
+    return (isinstance(d, dict) and isinstance(d.get("id"), str) and isinstance(d.get("timestamp"), str)
+            and set(d) <= _LEGACY_META)
+
+
 def detect(path: Path, head: bytes) -> bool:
     """The first line is a rollout line (`timestamp`, `type` session_meta / response_item / ...,
-    `payload`); a first line longer than the head: it starts as a session_meta line does."""
+    `payload`), or a legacy session line (`id`, `timestamp`, `instructions`, `git`, nothing else)
+    followed by a state line or a response item; a first line longer than the head: it starts as a
+    session_meta line does."""
     text = head_text(path, head).lstrip()
-    first, newline, _ = text.partition("\n")
-    if newline:
-        try:
-            return _is_line(json.loads(first))
-        except ValueError:
-            return False
-    return first.startswith('{"timestamp":') and '"type":"session_meta","payload":{' in first[:200]
+    first, newline, rest = text.partition("\n")
+    try:
+        d = json.loads(first)
+    except ValueError:  # cut off by the head (no newline yet), or not JSON
+        return not newline and first.startswith(_META_START) and _META_TYPE in first[:200]
+    if _is_line(d):
+        return True
+    if not _is_legacy_meta(d):
+        return False
+    try:
+        nxt = json.loads(rest.partition("\n")[0])
+    except ValueError:
+        return False
+    return isinstance(nxt, dict) and (nxt.get("record_type") == "state" or nxt.get("type") in _ITEM_TYPES)
+
+
+def _legacy(loc: str, obj: Any, first: bool) -> dict[str, Any] | None:
+    """A line of a pre-0.44 rollout in today's envelope (no time of its own); None: not one."""
+    if first and _is_legacy_meta(obj):
+        return {"timestamp": obj["timestamp"], "type": "session_meta", "payload": obj}
+    if isinstance(obj, dict) and obj.get("record_type") == "state":
+        return {"timestamp": None, "type": "state", "payload": obj}
+    if isinstance(obj, dict) and isinstance(obj.get("type"), str) and "payload" not in obj:
+        return {"timestamp": None, "type": "response_item", "payload": obj}
+    return None
 
 
 def read(path: Path) -> Iterator[Record]:
     lines: list[tuple[str, dict[str, Any]]] = []
+    legacy = None  # decided by the first line
     for loc, obj in jsonl_objects(path):
         if isinstance(obj, Record):
             yield obj  # a broken line: quarantined on its own
-        elif not _is_line(obj):
-            yield bad(loc, "type", "not a rollout line ({timestamp, type, payload})", json.dumps(obj)[:1024])
+            continue
+        if legacy is None:
+            legacy = not _is_line(obj) and _is_legacy_meta(obj)
+        line = _legacy(loc, obj, not lines) if legacy else obj if _is_line(obj) else None
+        if line is None:
+            what = "a pre-0.44 rollout line (a response item or a state line)" if legacy else \
+                "a rollout line ({timestamp, type, payload})"
+            yield bad(loc, "type", f"not {what}", json.dumps(obj)[:1024])
         else:
-            lines.append((loc, obj))
+            lines.append((loc, line))
     if not lines:
         yield bad("file", "<session>", "no rollout lines in this file")
         return
-    yield mapped(f"session ({lines[0][0]})", _trajectory, lines, path)
+    yield mapped(f"session ({lines[0][0]})", _trajectory, lines, path, bool(legacy))
 
 
 def _output_text(loc: str, output: Any) -> str:
@@ -102,7 +141,7 @@ def _call(loc: str, p: dict[str, Any]) -> dict[str, Any]:
     return {"name": name, "arguments": args, "id": p.get("call_id") or p.get("id")}
 
 
-def _trajectory(lines: list[tuple[str, dict[str, Any]]], path: Path) -> dict[str, Any]:
+def _trajectory(lines: list[tuple[str, dict[str, Any]]], path: Path, legacy: bool) -> dict[str, Any]:
     msgs: list[dict[str, Any]] = []
     stamps: list[float] = []
     models: Counter = Counter()
@@ -113,12 +152,15 @@ def _trajectory(lines: list[tuple[str, dict[str, Any]]], path: Path) -> dict[str
     durations: list[float] = []
     reasoning = compactions = 0
     for loc, line in lines:
-        s = iso_seconds(line["timestamp"])
-        if s is None:
-            raise MappingError(f"{loc}.timestamp", f"expected an ISO-8601 time, got {line['timestamp']!r}")
-        stamps.append(s)
+        if line["timestamp"] is not None or line["type"] == "session_meta":
+            s = iso_seconds(line["timestamp"])
+            if s is None:
+                raise MappingError(f"{loc}.timestamp", f"expected an ISO-8601 time, got {line['timestamp']!r}")
+            stamps.append(s)
         kind, p = line["type"], line["payload"]
-        if kind == "session_meta":
+        if kind == "state":
+            items["record_type:state"] += 1
+        elif kind == "session_meta":
             session = session or p
         elif kind == "turn_context":
             if isinstance(p.get("model"), str) and p["model"]:
@@ -170,7 +212,13 @@ def _trajectory(lines: list[tuple[str, dict[str, Any]]], path: Path) -> dict[str
         "model_provider": session.get("model_provider"), "git": session.get("git"), "models": dict(models),
         "reasoning_items": reasoning, "items": dict(items), "events": dict(events), "compactions": compactions,
     }
-    times: dict[str, Any] = {"started_at": min(stamps), "ended_at": max(stamps)}
+    if legacy:
+        meta["legacy"] = True
+        if isinstance(session.get("instructions"), str):
+            meta["instructions"] = session["instructions"]  # the user's instructions (AGENTS.md)
+    times: dict[str, Any] = {"started_at": min(stamps)} if stamps else {}
+    if stamps and not legacy:
+        times["ended_at"] = max(stamps)
     if durations:
         times["duration_s"] = sum(durations)
     return {"episode_id": sid, "task_id": f"codex/{sid}", "suite": "codex",

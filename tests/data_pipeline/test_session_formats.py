@@ -232,3 +232,30 @@ def test_claude_code_one_response_split_by_its_tool_results(tmp_path):
     e = json.loads(raw[-1])
     (t,) = trajectories(claude_code, _write(tmp_path, "f.jsonl", raw + [json.dumps(dict(e, uuid="other"))]))
     assert t.metadata["forks"] == 1
+
+
+def test_codex_legacy_rollout(tmp_path):
+    """Before Codex CLI 0.44 a rollout had no envelope (openai/codex codex-rs/core/src/rollout.rs
+    of mid 2025): a `{id, timestamp, instructions}` line, then bare response items and
+    `{"record_type": "state"}` lines. Built here from the synthetic rollout's items."""
+    rows = lines(CX_SYN)
+    meta = rows[0]["payload"]
+    legacy = [{"id": meta["id"], "timestamp": meta["timestamp"], "instructions": "Use pytest."},
+              {"record_type": "state"}]
+    legacy += [r["payload"] for r in rows if r["type"] == "response_item"] + [{"record_type": "state"}]
+    p = _write(tmp_path, "rollout-2025-06-01T10-00-00-x.jsonl", legacy)
+    head = p.read_bytes()[:HEAD_BYTES]
+    assert [k for k, m in formats().items() if m.detect(p, head)] == ["codex"]
+    (t,) = trajectories(codex, p)
+    (modern,) = trajectories(codex, CX_SYN)
+    assert t.metadata["legacy"] and t.metadata["instructions"] == "Use pytest."
+    assert t.metadata["items"] == {"record_type:state": 2}
+    # the same conversation, without the base instructions (not in a legacy rollout)
+    assert [(m.role, m.content, [(c.name, c.arguments, c.id) for c in m.tool_calls], m.tool_call_id)
+            for m in t.messages] == [(m.role, m.content, [(c.name, c.arguments, c.id) for c in m.tool_calls],
+                                      m.tool_call_id) for m in modern.messages[1:]]
+    # only the start is known
+    assert t.started_at == iso_seconds(meta["timestamp"]) and t.ended_at is None and t.interaction_s == 0
+    # a JSONL file whose first line merely has an id and a timestamp is not a Codex rollout
+    other = _write(tmp_path, "events.jsonl", [{"id": "1", "timestamp": "2025-01-01T00:00:00Z"}, {"event": "x"}])
+    assert not codex.detect(other, other.read_bytes())
