@@ -259,3 +259,16 @@ def test_codex_legacy_rollout(tmp_path):
     # a JSONL file whose first line merely has an id and a timestamp is not a Codex rollout
     other = _write(tmp_path, "events.jsonl", [{"id": "1", "timestamp": "2025-01-01T00:00:00Z"}, {"event": "x"}])
     assert not codex.detect(other, other.read_bytes())
+
+
+def test_claude_code_subagent_transcript_file(tmp_path):
+    """Claude Code 2.x writes a subagent's turns to <session>/subagents/agent-<id>.jsonl, every line
+    `isSidechain: true` with its `agentId`: the file is that subagent's trajectory."""
+    side = [dict(e, agentId="a1b2c3d") for e in lines(SIDE) if e.get("isSidechain")][7:]  # the second subagent
+    (tmp_path / "subagents").mkdir()
+    p = _write(tmp_path / "subagents", "agent-a1b2c3d.jsonl", side)
+    (t,) = trajectories(claude_code, p)
+    assert t.task_id == "claude-code/5c0375b4-57a5-4f26-b12d-d022ee4e51b7/agent-a1b2c3d"
+    assert t.metadata["agent_id"] == "a1b2c3d" and t.metadata["sidechain"]
+    (_, _, second) = trajectories(claude_code, SIDE)
+    assert [(m.role, m.content) for m in t.messages] == [(m.role, m.content) for m in second.messages]
