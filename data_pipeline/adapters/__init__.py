@@ -109,12 +109,12 @@ def parse_json_bytes(loc: str, raw: bytes) -> Any:
 
 def _registry() -> list:
     # detection order: the most specific signatures first; plain OpenAI chat last but one
-    from . import (atif, flywheel, inspect_ai, mini_swe_agent, openai_agents, openai_chat, openhands, openhands_eval,
-                   otel_genai, sharegpt, swe_agent, swebench, tau2_bench, tau_bench)
+    from . import (atif, claude_code, codex, flywheel, inspect_ai, mini_swe_agent, openai_agents, openai_chat, openhands,
+                   openhands_eval, otel_genai, sharegpt, swe_agent, swebench, tau2_bench, tau_bench)
 
     del swebench  # side files only (see side_file_note in sources.py)
-    return [atif, otel_genai, openai_agents, inspect_ai, tau2_bench, mini_swe_agent, openhands_eval, swe_agent, openhands, tau_bench, sharegpt,
-            flywheel, openai_chat]
+    return [atif, otel_genai, openai_agents, inspect_ai, claude_code, codex, tau2_bench, mini_swe_agent, openhands_eval,
+            swe_agent, openhands, tau_bench, sharegpt, flywheel, openai_chat]
 
 
 def formats() -> dict[str, Any]:

@@ -1,10 +1,11 @@
 """Fuzzing inputs for the ingest adapters and the recipe loader (hypothesis strategies + the checks).
 
 Adapters get random bytes and mutated real samples (every small sample under
-/work/shared/data/trajectories, tests/data and tests/fixtures/samples): a byte-level mutation (flip, cut, splice) or a
-JSON-level one (one value somewhere in the document replaced by a random one of another type).
-The promise: `ExperienceStore.ingest` on the file, with its adapter named or auto-detected, either
-returns a summary whose counts add up or raises `IngestError`; nothing else escapes.
+/work/shared/data/trajectories, tests/data and tests/fixtures/samples): a byte-level mutation (flip,
+cut, splice) or a JSON-level one (one value somewhere in the document replaced by a random one of
+another type). The promise: `ExperienceStore.ingest` on the file, with its adapter named or
+auto-detected, either returns a summary whose counts add up or raises `IngestError`; nothing else
+escapes.
 
 The recipe loader gets YAML-ish text built from the shipped recipes' lines, mutated, and random
 text: `load_recipe` either returns a Recipe or raises `RecipeError`.
