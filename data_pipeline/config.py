@@ -16,6 +16,14 @@ class Section(BaseModel):
 class IngestConfig(Section):
     format: str = Field("auto", description="Log format of ingested files: auto or an adapter name")
     redact: bool = Field(True, description="Redact secrets (API keys, private keys, passwords, e-mails) before storing")
+    score: str | None = Field(
+        None, pattern=r"^[^:]+(:[^:]+)?$",
+        description="inspect logs: the scorer whose value is the outcome, NAME or NAME:KEY of a dict-valued score "
+                    "(null: the first scorer of each sample), as flywheel ingest --score")
+    score_range: str | None = Field(
+        None, pattern=r"^[^:]+:[^:]+$",
+        description="inspect logs: numeric scores lie in LO:HI and are mapped onto [0, 1] (null: [0, 1] as is), "
+                    "as flywheel ingest --score-range")
     heldout_suites: list[str] = Field(default_factory=list, description="Suites whose tasks never enter training data")
     heldout_tasks_file: str | None = Field(None, description="File of held-out task ids, one per line (also suite:NAME and re:PATTERN lines), or JSON/YAML {task_ids, suites, patterns} (path relative to the recipe)")
 
