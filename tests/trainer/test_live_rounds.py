@@ -166,7 +166,10 @@ def test_ingest_score_picks_the_inspect_scorer_of_a_rounds_logs(tmp_path):
     assert outcomes["first"] == {"plain": (0.0, False), "fewshot": (1.0, True), "tools": (1.0, True)}  # match
     assert outcomes["points"] == {"plain": (0.2, False), "fewshot": (0.7, False), "tools": (0.7, False)}
     (tmp_path / "bad.yaml").write_text("experiment: x\nmodel: {name_or_path: tiny}\ningest: {score: 'a:b:c'}\n")
-    with pytest.raises(RecipeError, match="ingest.score"):
+    with pytest.raises(RecipeError, match="ingest.score': 'a:b:c': expected NAME or NAME:KEY"):
+        load_recipe(tmp_path / "bad.yaml")
+    (tmp_path / "bad.yaml").write_text("experiment: x\nmodel: {name_or_path: tiny}\ningest: {score_range: '10:0'}\n")
+    with pytest.raises(RecipeError, match="ingest.score_range.*LO must be below HI"):
         load_recipe(tmp_path / "bad.yaml")
 
 
