@@ -49,8 +49,10 @@ test-slow: $(STAMP)
 	$(BIN)/pip install -q -e '.[harness]'
 	$(BIN)/python -m pytest -q -m slow --ignore=tests/reliability --timeout 1800
 
-# tests with the real pretrained model (SmolLM2): templates, one round of every method
+# tests with the real pretrained model (SmolLM2): templates, one round of every method, and an
+# inspect_ai task against flywheel serve whose logs are ingested and trained on (the harness extra)
 test-real: real-model
+	$(BIN)/pip install -q -e '.[harness]'
 	$(BIN)/python -m pytest -q -m real --timeout 1800
 
 test-slurm: $(STAMP)

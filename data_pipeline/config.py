@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class Section(BaseModel):
@@ -16,6 +16,35 @@ class Section(BaseModel):
 class IngestConfig(Section):
     format: str = Field("auto", description="Log format of ingested files: auto or an adapter name")
     redact: bool = Field(True, description="Redact secrets (API keys, private keys, passwords, e-mails) before storing")
+    score: str | None = Field(
+        None,
+        description="inspect logs: the scorer whose value is the outcome, NAME or NAME:KEY of a dict-valued score "
+                    "(null: the first scorer of each sample), as flywheel ingest --score")
+    score_range: str | None = Field(
+        None,
+        description="inspect logs: numeric scores lie in LO:HI and are mapped onto [0, 1] (null: [0, 1] as is), "
+                    "as flywheel ingest --score-range")
+
+    @field_validator("score")
+    @classmethod
+    def _name_or_name_key(cls, v: str | None) -> str | None:
+        if v is not None:
+            name, colon, key = v.partition(":")
+            if not name or (colon and (not key or ":" in key)):
+                raise ValueError(f"{v!r}: expected NAME or NAME:KEY")
+        return v
+
+    @field_validator("score_range")
+    @classmethod
+    def _lo_below_hi(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                lo, hi = (float(x) for x in v.split(":"))
+            except ValueError:
+                raise ValueError(f"{v!r}: expected LO:HI, two numbers") from None
+            if not lo < hi:
+                raise ValueError(f"{v!r}: LO must be below HI")
+        return v
     heldout_suites: list[str] = Field(default_factory=list, description="Suites whose tasks never enter training data")
     heldout_tasks_file: str | None = Field(None, description="File of held-out task ids, one per line (also suite:NAME and re:PATTERN lines), or JSON/YAML {task_ids, suites, patterns} (path relative to the recipe)")
 

@@ -284,6 +284,8 @@ def _problem_text(err: dict, path: tuple) -> str:
         near = difflib.get_close_matches(str(value), options, n=1, cutoff=0.6)
         hint = f"; did you mean '{near[0]}'?" if near else ""
         return f"{got}; allowed: {type_text(annotation)}{hint}"
+    if kind == "value_error":  # a field validator's own message
+        return str(ctx.get("error") or err["msg"])
     bound = next((k for k in _BOUND_WORDS if k in ctx), None)
     if bound:
         return f"must be {_BOUND_WORDS[bound]} {ctx[bound]}, {got}"

@@ -197,10 +197,13 @@ def collect_logs(recipe: Recipe, store: ExperienceStore, r: int, progress: bool 
     the recipe names no logs."""
     if not recipe.collect.logs:
         return None
+    from data_pipeline.adapters import inspect_ai
     from data_pipeline.live import collect_logs as ingest_new, tagged_counts
 
-    now = ingest_new(store, recipe.collect.logs, fmt=recipe.ingest.format, tag=logs_tag(r),
-                     redact=recipe.ingest.redact, progress=progress)
+    scoring = inspect_ai.ScoreOptions.parse(recipe.ingest.score, recipe.ingest.score_range)
+    with inspect_ai.score_options(scoring):  # inspect logs: the recipe's scorer (ingest.score)
+        now = ingest_new(store, recipe.collect.logs, fmt=recipe.ingest.format, tag=logs_tag(r),
+                         redact=recipe.ingest.redact, progress=progress)
     counts = tagged_counts(store, logs_tag(r)) or {k: 0 for k in ("files", "read", "accepted", "duplicates",
                                                                   "quarantined")} | {"batch_id": None}
     return {**counts, "waiting_bytes": now["waiting_bytes"]}

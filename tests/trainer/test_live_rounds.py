@@ -144,6 +144,35 @@ def test_ingest_sources_moved_to_collect_logs(tmp_path):
         load_recipe(tmp_path / "r.yaml")
 
 
+def test_ingest_score_picks_the_inspect_scorer_of_a_rounds_logs(tmp_path):
+    """ingest.score / ingest.score_range are `flywheel ingest --score / --score-range` for the round's
+    collect.logs: inspect's .eval fixture (scorers match, parts, points on 0-10) read by round 1 gets
+    the points outcome, mapped from 0-10; a malformed value is a recipe error naming the key."""
+    from data_pipeline.store import ExperienceStore
+    from trainer.round import collect_logs
+    from tests.paths import TESTS
+
+    log = TESTS / "fixtures" / "inspect" / "arith_zstd.eval"
+    outcomes = {}
+    for name, ingest in (("first", {}), ("points", {"score": "points", "score_range": "0:10"})):
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump({
+            "experiment": name, "run_dir": str(tmp_path / name), "model": {"name_or_path": "tiny"},
+            "collect": {"logs": [str(log)], "suites": []}, "ingest": ingest}))
+        store = ExperienceStore(tmp_path / name / "store")
+        counts = collect_logs(load_recipe(tmp_path / f"{name}.yaml"), store, 1, progress=False)
+        # 4 samples: 3 accepted, the one whose solver raised quarantined with its error
+        assert (counts["read"], counts["accepted"], counts["quarantined"]) == (4, 3, 1)
+        outcomes[name] = {t.task_id.split("/")[-1]: (t.outcome.score, t.outcome.success) for t in store.trajectories()}
+    assert outcomes["first"] == {"plain": (0.0, False), "fewshot": (1.0, True), "tools": (1.0, True)}  # match
+    assert outcomes["points"] == {"plain": (0.2, False), "fewshot": (0.7, False), "tools": (0.7, False)}
+    (tmp_path / "bad.yaml").write_text("experiment: x\nmodel: {name_or_path: tiny}\ningest: {score: 'a:b:c'}\n")
+    with pytest.raises(RecipeError, match="ingest.score': 'a:b:c': expected NAME or NAME:KEY"):
+        load_recipe(tmp_path / "bad.yaml")
+    (tmp_path / "bad.yaml").write_text("experiment: x\nmodel: {name_or_path: tiny}\ningest: {score_range: '10:0'}\n")
+    with pytest.raises(RecipeError, match="ingest.score_range.*LO must be below HI"):
+        load_recipe(tmp_path / "bad.yaml")
+
+
 def test_a_recipe_without_a_collect_section_collects_nothing(tmp_path):
     (tmp_path / "r.yaml").write_text(f"experiment: x\nrun_dir: {tmp_path / 'run'}\nmodel: {{name_or_path: tiny}}\n")
     recipe = load_recipe(tmp_path / "r.yaml")

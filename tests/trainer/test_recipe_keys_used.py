@@ -52,6 +52,7 @@ import yaml
 
 from trainer.recipe import (Recipe, all_key_paths, annotation_at, dotted, field_at, list_item_of, load_recipe,
                             section_of)
+from tests.paths import TESTS
 
 AUTO = object()  # value: derived from the field's type (see auto_value)
 VOLATILE = {"episode_id", "started_at", "ended_at", "created_at", "prepare_s", "wall_time_s", "duration_s"}
@@ -144,6 +145,10 @@ def _verifier(mode: str) -> Callable[[Workspace], str]:
 
 def _unlabeled_sources(w: Workspace) -> list[str]:
     return [str(w.files["unlabeled"])]
+
+
+def _inspect_log(w: Workspace) -> list[str]:
+    return [str(TESTS / "fixtures" / "inspect" / "arith_zstd.eval")]
 
 
 @pytest.fixture(scope="module")
@@ -606,6 +611,12 @@ KEYS: dict[str, Key] = {
     "ingest.redact": Key(data_selection),
     "ingest.heldout_suites": Key(data_selection, ["maze"]),
     "ingest.heldout_tasks_file": Key(data_selection, _file("heldout_tasks")),
+    # inspect's .eval fixture (scorers match, parts, points on 0-10): another scorer, another outcome
+    "ingest.score": Key(data_selection, "points", context=(("collect.logs", _inspect_log),
+                                                           ("ingest.score_range", "0:10"))),
+    # points without a range lie outside [0, 1] and are quarantined; with 0:10 they are mapped
+    "ingest.score_range": Key(data_selection, "0:10", context=(("collect.logs", _inspect_log),
+                                                               ("ingest.score", "points"))),
     "data.success_only": Key(data_selection),
     "data.min_score": Key(data_selection),
     "data.replay_ratio": Key(data_selection),
