@@ -65,11 +65,24 @@ def print_memory_plan(recipe: Recipe) -> None:
         print(f"warning: {warning}", file=sys.stderr)
 
 
+def _is_suite_file(path: Path) -> bool:
+    """An external suite YAML beside the recipes (eval/external.py: `command` and tasks, no
+    `experiment`), which a folder check passes over; named on its own, it is checked as a recipe."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(doc, dict) and "command" in doc and "experiment" not in doc
+
+
 def recipe_files(paths: list[str]) -> list[Path]:
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.suffix in (".yaml", ".yml") and f.is_file())
+            found = sorted(f for f in p.rglob("*") if f.suffix in (".yaml", ".yml") and f.is_file()
+                           and not _is_suite_file(f))
             if not found:
                 raise RecipeError(f"{p}: no .yaml recipe files in this folder")
             files += found
