@@ -38,12 +38,9 @@ class IngestConfig(Section):
     @classmethod
     def _lo_below_hi(cls, v: str | None) -> str | None:
         if v is not None:
-            try:
-                lo, hi = (float(x) for x in v.split(":"))
-            except ValueError:
-                raise ValueError(f"{v!r}: expected LO:HI, two numbers") from None
-            if not lo < hi:
-                raise ValueError(f"{v!r}: LO must be below HI")
+            from .adapters.inspect_ai import score_range_bounds
+
+            score_range_bounds(v)  # the same check as flywheel ingest --score-range
         return v
     heldout_suites: list[str] = Field(default_factory=list, description="Suites whose tasks never enter training data")
     heldout_tasks_file: str | None = Field(None, description="File of held-out task ids, one per line (also suite:NAME and re:PATTERN lines), or JSON/YAML {task_ids, suites, patterns} (path relative to the recipe)")

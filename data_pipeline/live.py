@@ -31,6 +31,7 @@ from typing import Any
 from . import adapters, sources
 from .adapters import LineWindow
 from .errors import IngestError
+from .store import sha256_file
 
 WATERMARK = "watermark"  # key of a live log's entry in its batch-manifest source row
 EMPTY_SHA = hashlib.sha256(b"").hexdigest()
@@ -142,14 +143,6 @@ def watermarks(store_root: str | Path) -> list[dict[str, Any]]:
     return list(tips.values())
 
 
-def _sha_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _scan_lines(lf: LogFile, tips: list[dict[str, Any]]) -> None:
     """Find where `lf` continues (the longest line watermark whose offset and prefix hash match its
     first bytes, else its start) and how far its complete lines go now: one pass over the file."""
@@ -205,7 +198,7 @@ def scan(store_root: str | Path, patterns: list[str], base_dir: str | Path | Non
         elif lines_mode:
             _scan_lines(lf, tips)
         else:
-            sha = _sha_file(path)
+            sha = sha256_file(path)
             lf.end, lf.end_sha = st.st_size, sha
             if any(t["mode"] == "document" and t["sha256"] == sha and t["offset"] == st.st_size for t in tips):
                 lf.start, lf.start_sha = lf.end, sha  # read before (maybe under another name)

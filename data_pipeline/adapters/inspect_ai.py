@@ -65,13 +65,22 @@ class ScoreOptions:
             opts.scorer, opts.key = name, key or None
         if score_range is not None:
             try:
-                lo, hi = (float(x) for x in score_range.split(":"))
-            except ValueError:
-                raise IngestError(f"--score-range {score_range!r}: expected LO:HI, two numbers") from None
-            if not lo < hi:
-                raise IngestError(f"--score-range {score_range!r}: LO must be below HI")
-            opts.range = (lo, hi)
+                opts.range = score_range_bounds(score_range)
+            except ValueError as e:
+                raise IngestError(f"--score-range {e}") from None
         return opts
+
+
+def score_range_bounds(text: str) -> tuple[float, float]:
+    """(LO, HI) of a score range "LO:HI" (`--score-range`, recipe key `ingest.score_range`); a
+    ValueError naming the text when it is not two numbers with LO < HI."""
+    try:
+        lo, hi = (float(x) for x in text.split(":"))
+    except ValueError:
+        raise ValueError(f"{text!r}: expected LO:HI, two numbers") from None
+    if not lo < hi:
+        raise ValueError(f"{text!r}: LO must be below HI")
+    return lo, hi
 
 
 _options = ScoreOptions()
