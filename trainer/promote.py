@@ -533,16 +533,13 @@ def _trained_on(m) -> str:
 
 def report_rows(recipe: Recipe, run: RunDir) -> list[dict]:
     """One row per round for report.md's rounds table (eval/report.py renders it): round, parent,
-    new records, labels by source, trajectories trained on, held-out score with its 95% interval,
-    the verdict. The `logs` and `labels` manifest fields are read with defaults: older manifests
-    (and builds without live logs or labels) have none."""
+    new records, labels by source, rows trained on, held-out score with its 95% interval, the
+    verdict. Older manifests (and rounds without live logs or labels) have no `logs` / `labels`."""
     rows = []
     metric = recipe.curve.metric
     for r in run.completed_rounds():
-        path = run.round_dir(r) / "manifest.json"
-        raw = json.loads(path.read_text())
         m = run.manifest(r)
-        logs = raw.get("logs") or {}
+        logs = m.logs or {}
         new = logs.get("accepted") if logs.get("accepted") is not None else (
             sum((m.store_batches or {}).get(b, 0) for b in (m.new_batches or [])) if r > 0 else None)
         s = run.eval_summary(r)
@@ -554,9 +551,8 @@ def report_rows(recipe: Recipe, run: RunDir) -> list[dict]:
         verdict = "-" if v is None else ("promoted" if v.promoted else f"rejected: {v.reason}")
         if v is not None and v.promoted and v.incumbent is not None and v.incumbent != r and v.p_value is not None:
             verdict += f" ({_p_text(v.p_value)})"
-        rows.append({"round": r, "parent": (raw.get("parent") or "-").replace("round-", "").lstrip("0") or "0"
-                     if raw.get("parent") else "-",
-                     "new_records": "-" if new is None else str(new), "labels": _labels_text(raw.get("labels")),
+        rows.append({"round": r, "parent": m.parent.replace("round-", "").lstrip("0") or "0" if m.parent else "-",
+                     "new_records": "-" if new is None else str(new), "labels": _labels_text(m.labels),
                      "trained_on": _trained_on(m) if r > 0 else "-",
                      "score": "not evaluated" if score is None else (
                          f"{score:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")),
