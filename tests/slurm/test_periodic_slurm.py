@@ -58,14 +58,16 @@ def wait_for_period(run_dir: Path, n: int, timeout_s: float = PERIOD_TIMEOUT_S) 
     t0 = time.time()
     while True:
         s = schedule(run_dir)
-        if len(s["periods"]) >= n:
+        # the schedule is rewritten after every sbatch of a period (a crash mid-period still knows what it
+        # sent), so period n is whole only once the next-period job of n-1 has written its note
+        if len(s["periods"]) >= n and any(f"queued period {n} " in note for note in s["notes"]):
             return s
         failed = run_dir / "slurm" / "FAILED.md"
         assert not failed.exists(), f"the chain failed before period {n} was queued:\n{failed.read_text()}"
         ids = set(s["periods"][-1]["jobs"].values())
         if not ids & set(squeue()):
             time.sleep(3)
-            if len(schedule(run_dir)["periods"]) >= n:
+            if any(f"queued period {n} " in note for note in schedule(run_dir)["notes"]):
                 continue
             pytest.fail(f"no job of period {n - 1} is alive and period {n} was never queued: {s}")
         assert time.time() - t0 < timeout_s, f"period {n} not queued after {timeout_s:.0f}s"
@@ -102,7 +104,8 @@ def test_two_periods_a_minute_apart_then_stop(cluster, tmp_path):  # noqa: F811
     # ---- period 2 waits for its --begin -----------------------------------------------------------------
     s2 = wait_for_period(run_dir, 2)
     p2 = s2["periods"][1]
-    log(f"period 2 queued {p2['submitted_at'] - t0:.0f}s after the submit: {s2['notes'][-1]}")
+    note = [x for x in s2["notes"] if "queued period 2 " in x][-1]
+    log(f"period 2 queued {p2['submitted_at'] - t0:.0f}s after the submit: {note}")
     assert p2["round"] == 2 and p2["begin"] == pytest.approx(p1["begin"] + 60)
     assert sorted(p2["jobs"]) == ["eval-round-0002", "next-period-0002", "refit-round-0002", "train-round-0002"]
     # lengthen the period from period 3 on: the rerun keeps the chain and records the new period
