@@ -35,11 +35,12 @@ def results_dir(checkpoint: str | Path, suites: list[str] = ()) -> Path:
 def evaluate_checkpoint(cfg: EvalConfig, load: LoadOptions, checkpoint: str | Path, *, experiment: str,
                         out: Path | None = None, suites: list[str] = (), shard: tuple[int, int] | None = None,
                         merge_only: int | None = None, endpoint: str | None = None,
-                        progress: bool = True) -> tuple[dict | None, Path, Path | None]:
+                        progress: bool = True, wrap=None) -> tuple[dict | None, Path, Path | None]:
     """Evaluate `checkpoint` (a round dir, a model folder or an adapter folder) on `cfg`'s suites, or
     only on `suites`. Returns (summary, results folder, shard file): the summary is None when
     `shard` (I, N) was evaluated and other shards are still missing; `merge_only` N only merges N
-    finished shards."""
+    finished shards. `wrap` (policy -> policy), when given, wraps the loaded policy (eval.memory's
+    MemoryPolicy); a wrapped policy's `stats()` go to memory.json (a shard's: memory-shards/I-of-N.json)."""
     from eval.evaluator import evaluate, evaluate_shard, merge_shards, missing_shards
     from eval.policy import policy_for
 
@@ -54,10 +55,24 @@ def evaluate_checkpoint(cfg: EvalConfig, load: LoadOptions, checkpoint: str | Pa
         policy = policy_for((base, adapter), cfg.policy, load, f"{experiment}/{ckpt.resolve().name}")
     except (OSError, ValueError) as e:
         raise EvalError(f"cannot load checkpoint {adapter or base}: {e}") from None
+    if wrap is not None:
+        policy = wrap(policy)
     label = str(adapter or base)
     if shard is None:
-        return evaluate(policy, cfg, out, checkpoint=label, progress=progress, endpoint=endpoint), out, None
+        summary = evaluate(policy, cfg, out, checkpoint=label, progress=progress, endpoint=endpoint)
+        _memory_stats(policy, out / "memory.json")
+        return summary, out, None
     path = evaluate_shard(policy, cfg, out, shard, checkpoint=label, progress=progress, endpoint=endpoint)
+    _memory_stats(policy, out / "memory-shards" / f"{shard[0]}-of-{shard[1]}.json")
     if missing_shards(out, shard[1]):
         return None, out, path
     return merge_shards(out, shard[1]), out, path
+
+
+def _memory_stats(policy, path: Path) -> None:
+    stats = getattr(policy, "stats", None)
+    if stats is not None:
+        from data_pipeline.atomic import atomic_write_json
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, stats())

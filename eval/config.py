@@ -45,6 +45,19 @@ class CollectConfig(Section):
     )
 
 
+class MemoryConfig(Section):
+    enabled: bool = Field(
+        False, description="Gradient-free memory (eval/memory.py): before each episode, the k most similar past episodes "
+        "this run collected (successes as worked examples, failures as notes) go into the acting policy's system prompt, in "
+        "collection and held-out evaluation alike; held-out tasks never enter it"
+    )
+    k: int = Field(4, ge=1, le=64, description="Past episodes retrieved per episode (BM25 on the task text, same suite)")
+    max_tokens: int = Field(
+        384, ge=16, description="Token budget of the memory block (the policy's tokenizer); less similar but shorter "
+        "episodes fill what the best ones leave"
+    )
+
+
 class EvalConfig(Section):
     suites: list[SuiteConfig] = Field(
         default_factory=lambda: [SuiteConfig(name="maze", difficulty=3, episodes=128)],

@@ -29,11 +29,13 @@ from eval.envs.lookup import parse_action as parse_tool_call
 
 class Conversation(list):
     """The chat so far of one episode (OpenAI-style message dicts), with the tool schemas of its
-    environment (None when actions are plain text)."""
+    environment (None when actions are plain text) and `meta`: the episode's suite and task id (what
+    a memory policy, eval.memory, retrieves by)."""
 
-    def __init__(self, messages=(), tools: list[dict[str, Any]] | None = None):
+    def __init__(self, messages=(), tools: list[dict[str, Any]] | None = None, meta: dict[str, Any] | None = None):
         super().__init__(messages)
         self.tools = tools
+        self.meta = meta or {}
 
 
 def tool_call_of(action: Action, tools: list[dict[str, Any]] | None) -> dict[str, Any] | None:
@@ -102,6 +104,7 @@ def _run_batch(suite: Suite, difficulty: int, seeds: list[int], policy: Policy, 
         conv = Conversation([{"role": "system", "content": env.system_prompt}] if env.system_prompt else [],
                             tools=env.tools)
         conv.append({"role": "user", "content": env.reset(seed)})
+        conv.meta = {"suite": env.suite, "task_id": env.task_id(seed)}
         convs.append(conv)
     steps_meta: list[list[tuple[float, float]]] = [[] for _ in seeds]  # (reward, duration_s) per action
     active = list(range(len(seeds)))
@@ -126,11 +129,14 @@ def _run_batch(suite: Suite, difficulty: int, seeds: list[int], policy: Policy, 
         active = still
         step += 1
     ended = time.time()
-    return [_to_trajectory(envs[i], seeds[i], convs[i], steps_meta[i], policy.name, started, ended)
+    # what the policy adds to an episode's record (a memory policy: the episodes it was given)
+    extra = getattr(policy, "episode_metadata", None)
+    return [_to_trajectory(envs[i], seeds[i], convs[i], steps_meta[i], policy.name, started, ended,
+                           extra(convs[i]) if extra else {})
             for i in range(len(seeds))]
 
 
-def _to_trajectory(env, seed, conv, steps_meta, policy_name, started, ended) -> Trajectory:
+def _to_trajectory(env, seed, conv, steps_meta, policy_name, started, ended, extra: dict | None = None) -> Trajectory:
     messages: list[Message] = []
     k = 0
     for m in conv:
@@ -150,7 +156,7 @@ def _to_trajectory(env, seed, conv, steps_meta, policy_name, started, ended) -> 
         policy=policy_name, started_at=started, ended_at=ended, duration_s=sim_s, messages=messages,
         outcome=Outcome(success=bool(success), score=float(score)),
         metadata={"seed": seed, "difficulty": env.difficulty, "steps": len(steps_meta),
-                  **({"tools": env.tools} if env.tools else {})},
+                  **({"tools": env.tools} if env.tools else {}), **(extra or {})},
     )
 
 

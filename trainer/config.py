@@ -124,7 +124,8 @@ class SlurmConfig(Section):
 
 class ArmConfig(Section):
     name: str = Field(..., description="Arm name")
-    kind: Literal["accumulate", "latest", "retry", "reset"] = Field(..., description="Study arm kind")
+    kind: Literal["accumulate", "latest", "retry", "reset", "memory", "accumulate+memory"] = Field(
+        ..., description="Study arm kind (trainer/study.py: what each changes in the recipe)")
     overrides: list[str] = Field(default_factory=list, description="Extra key=value recipe overrides of this arm (applied after its kind's)")
 
 

@@ -12,6 +12,7 @@ with a message (trainer.round.RoundSkipped); rerun once new logs have arrived.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from eval.config import EvalConfig
 from eval.records import EvalSummary
@@ -23,7 +24,7 @@ from trainer.recipe_fork import write_resolved
 from trainer.common import set_progress
 from trainer.round import (RoundSkipped, checkpoint_paths, checkpoint_policy, ensure_round0, load_options,
                            prepare_round, train_round)
-from trainer.rundir import RunDir
+from trainer.rundir import RunDir, atomic_write_json
 
 
 def evaluate_round(recipe: Recipe, run: RunDir, r: int, eval_cfg: EvalConfig | None = None,
@@ -37,8 +38,20 @@ def evaluate_round(recipe: Recipe, run: RunDir, r: int, eval_cfg: EvalConfig | N
     eval_cfg = eval_cfg or recipe.eval
     manifest = run.manifest(r)
     base, adapter = checkpoint_paths(run, manifest)
-    policy = checkpoint_policy(recipe, run, manifest, eval_cfg.policy, f"{recipe.experiment}/round-{r:04d}")
-    return evaluate(policy, eval_cfg, run.round_dir(r) / "eval", checkpoint=str(adapter or base), progress=progress)
+    # memory (memory.enabled): what the run collected up to this round, in every held-out prompt
+    policy = checkpoint_policy(recipe, run, manifest, eval_cfg.policy, f"{recipe.experiment}/round-{r:04d}",
+                               memory_upto=r)
+    out = run.round_dir(r) / "eval"
+    summary = evaluate(policy, eval_cfg, out, checkpoint=str(adapter or base), progress=progress)
+    write_memory_stats(policy, out)
+    return summary
+
+
+def write_memory_stats(policy, out) -> None:
+    """eval/memory.json beside the summary: what the memory gave and cost (a memory policy only)."""
+    stats = getattr(policy, "stats", None)
+    if stats is not None:
+        atomic_write_json(Path(out) / "memory.json", stats())
 
 
 def refresh_curve_and_report(recipe: Recipe, run: RunDir) -> dict:

@@ -34,7 +34,7 @@ from pydantic_core import to_jsonable_python
 from data_pipeline.config import DatasetConfig, IngestConfig, LabelConfig, Section
 from data_pipeline.yamlfile import (Layer, YamlFileError, deep_merge, dotted, load_chain, locate, override_value,
                                     read_mapping_file, section_label, set_at, split_override)
-from eval.config import CollectConfig, CurveConfig, EvalConfig
+from eval.config import CollectConfig, CurveConfig, EvalConfig, MemoryConfig
 from eval.suites import SUITES
 from trainer.config import (MOVED_KEYS, ModelConfig, PromoteConfig, SlurmConfig, StudyConfig, TrackingConfig,
                             TrainConfig)
@@ -56,6 +56,7 @@ class Recipe(Section):
     collect: CollectConfig = Field(default_factory=CollectConfig, description="Experience collection per round")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Training rounds")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Held-out evaluation of every checkpoint")
+    memory: MemoryConfig = Field(default_factory=MemoryConfig, description="Retrieved past episodes in the acting policy's prompt")
     promote: PromoteConfig = Field(default_factory=PromoteConfig, description="Promotion gate after each round's evaluation")
     curve: CurveConfig = Field(default_factory=CurveConfig, description="Improvement-curve fit")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Experiment tracking")
@@ -324,6 +325,10 @@ def _semantic_problems(recipe: Recipe) -> list[tuple[tuple, str]]:
     for i, name in enumerate(names):
         if name in names[:i]:
             found.append((("study", "arms", i, "name"), f"arm name {name!r} is used twice; each arm needs its own name"))
+        if not _EXPERIMENT_NAME.match(name):
+            found.append((("study", "arms", i, "name"), f"arm name {name!r} cannot name a run directory "
+                          "(RUN_DIR/arms/NAME-seedK); allowed: letters, digits, '.', '_', '-' "
+                          f"(e.g. {re.sub(r'[^A-Za-z0-9._-]+', '-', name).strip('-._') or 'arm'!r})"))
     if len(set(recipe.study.seeds)) != len(recipe.study.seeds):
         found.append((("study", "seeds"), f"seeds repeat in {recipe.study.seeds}; each seed once"))
     return found

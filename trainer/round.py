@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -125,11 +126,57 @@ def checkpoint_paths(run: RunDir, manifest: RoundManifest) -> tuple[Path, Path |
     return checkpoint_of(run.round_dir(manifest.round), manifest)
 
 
-def checkpoint_policy(recipe: Recipe, run: RunDir, manifest: RoundManifest, policy_config, name: str):
-    """The acting policy of a round's checkpoint (eval.policy.policy_for), loaded as the recipe says."""
+def checkpoint_policy(recipe: Recipe, run: RunDir, manifest: RoundManifest, policy_config, name: str,
+                      memory_upto: int | None = None):
+    """The acting policy of a round's checkpoint (eval.policy.policy_for), loaded as the recipe says;
+    with `memory.enabled` and `memory_upto` given, its prompts carry the memory of what the run
+    collected in rounds 1..memory_upto (eval.memory)."""
     from eval.policy import policy_for
 
-    return policy_for(checkpoint_paths(run, manifest), policy_config, load_options(recipe), name)
+    policy = policy_for(checkpoint_paths(run, manifest), policy_config, load_options(recipe), name)
+    if recipe.memory.enabled and memory_upto is not None:
+        from eval.memory import MemoryPolicy
+
+        policy = MemoryPolicy(policy, memory_of(recipe, run, memory_upto, _token_counter(policy)))
+    return policy
+
+
+def memory_of(recipe: Recipe, run: RunDir, upto: int, count_tokens=None):
+    """The memory of rounds 1..upto: the episodes this run collected itself (store batches tagged
+    round-XXXX; never `collect.logs` batches, never a held-out task), oldest first."""
+    from eval.memory import ExperienceMemory, whitespace_tokens
+
+    store = open_store(recipe, run)
+    tags = {f"round-{i:04d}" for i in range(1, upto + 1)}
+    ids = [b.batch_id for b in store.batches() if b.tag in tags]
+    spec, external = store.heldout, external_heldout_tasks(recipe)
+    return ExperienceMemory(store.trajectories(ids) if ids else [], k=recipe.memory.k,
+                            max_tokens=recipe.memory.max_tokens, count_tokens=count_tokens or whitespace_tokens,
+                            exclude=lambda t: spec.matches(t) or t.task_id in external)
+
+
+def memory_wrapper(recipe: Recipe, checkpoint: str | Path):
+    """For `flywheel eval` of a round of a memory run (memory.enabled, CHECKPOINT = one of the recipe's
+    run's rounds/round-XXXX): policy -> the policy with the memory of rounds 1..XXXX. None otherwise:
+    any other checkpoint is evaluated as it is."""
+    if not recipe.memory.enabled:
+        return None
+    ckpt = Path(checkpoint).resolve()
+    run = RunDir(recipe.run_path())
+    m = re.fullmatch(r"round-(\d{4,})", ckpt.name)
+    if m is None or ckpt.parent != (run.root / "rounds").resolve():
+        return None
+    from eval.memory import MemoryPolicy
+
+    upto = int(m.group(1))
+    return lambda policy: MemoryPolicy(policy, memory_of(recipe, run, upto, _token_counter(policy)))
+
+
+def _token_counter(policy):
+    tok = getattr(policy, "tokenizer", None)
+    if tok is None:
+        return None
+    return lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
 
 
 # ---- 1-2. collect and ingest ---------------------------------------------------------------------
@@ -144,7 +191,9 @@ def collect(recipe: Recipe, run: RunDir, r: int, parent: RoundManifest | dict, p
 
     parent = RoundManifest.of(parent)
     pc = recipe.collect.policy
-    policy = checkpoint_policy(recipe, run, parent, pc, f"{recipe.experiment}/round-{parent.round:04d}")
+    # memory (memory.enabled): what the run collected before this round
+    policy = checkpoint_policy(recipe, run, parent, pc, f"{recipe.experiment}/round-{parent.round:04d}",
+                               memory_upto=r - 1)
     trajs = []
     budget_h, pool = recipe.collect.hours_per_round, sum(sc.episodes for sc in suites)
     for sc in suites:
@@ -415,6 +464,7 @@ def fit_round(recipe: Recipe, run: RunDir, r: int) -> dict | None:
         metrics.update({k: v for k, v in result.items() if _jsonable(v)})
         metrics["fit_s"] = time.time() - t0
         metrics["gpus"] = env.world_size if _gpus() else 0
+        metrics["processes"] = env.world_size  # training compute = fit_s x processes (x GPUs on a GPU node)
         if env.is_main:
             keep_adapter(work, model, recipe.model.name_or_path)
     if env.is_main:

@@ -7,6 +7,11 @@ from the study recipe plus the arm's overrides, so `flywheel curve` / `flywheel 
   latest      every round trains only on the newest round's experience (replay 0), continuing the adapter
   reset       every round trains from the base on all experience so far (replay 1, adapter reset)
   retry       no training (`train.update_weights=false`): the base policy spends the same budget
+  memory      no training either (gradient-free): the base policy with the k most similar episodes the
+              arm collected so far in its prompt (eval/memory.py), in collection and evaluation alike
+  accumulate+memory  accumulate's gradient rounds and memory's retrieval together
+Any arm may add overrides, e.g. a curriculum arm: {name: curriculum, kind: accumulate,
+overrides: [collect.curriculum=adaptive]} (compared with the fixed-mix arm of its kind).
 
 The fair comparison. Every arm gets the same interaction budget per round on the SAME training tasks
 (`collect.hours_per_round`: episodes run in seed order until the budget is spent), so after round r
@@ -49,14 +54,17 @@ from trainer.config import ArmConfig
 from trainer.model_check import require_loadable
 from trainer.recipe import Recipe, load_recipe
 from trainer.rundir import RunDir, atomic_write_json
-from trainer.study_controls import ArmResult, ArmRound, forgetting_scores, retry_scores
+from trainer.study_controls import ArmResult, ArmRound, arm_cost, forgetting_scores, retry_scores
 
 # What each arm kind changes in the study recipe (applied after the user's overrides).
 KIND_OVERRIDES = {
-    "accumulate": ["data.replay_ratio=1", "train.adapter=continue", "train.update_weights=true"],
-    "latest": ["data.replay_ratio=0", "train.adapter=continue", "train.update_weights=true"],
-    "reset": ["data.replay_ratio=1", "train.adapter=reset", "train.update_weights=true"],
-    "retry": ["train.update_weights=false"],
+    "accumulate": ["data.replay_ratio=1", "train.adapter=continue", "train.update_weights=true", "memory.enabled=false"],
+    "latest": ["data.replay_ratio=0", "train.adapter=continue", "train.update_weights=true", "memory.enabled=false"],
+    "reset": ["data.replay_ratio=1", "train.adapter=reset", "train.update_weights=true", "memory.enabled=false"],
+    "retry": ["train.update_weights=false", "memory.enabled=false"],
+    "memory": ["train.update_weights=false", "memory.enabled=true"],
+    "accumulate+memory": ["data.replay_ratio=1", "train.adapter=continue", "train.update_weights=true",
+                          "memory.enabled=true"],
 }
 
 # Arms are compared as trained: no promotion gate, so every round trains on the previous one, and a
@@ -161,7 +169,8 @@ def _arm_numbers(recipe: Recipe, arm: ArmConfig, progress: bool) -> ArmResult:
                 rounds[i], success_rate=best.success_rate, mean_score=best.mean_score,
                 per_task_success=best.per_task_success, per_task=best.per_task, k=best.k, episodes=best.tasks,
                 ci95=list(wilson_interval(best.success_rate, best.tasks, Z95)))
-    return ArmResult(run_dir=str(run.root), kind=arm.kind, rounds=rounds, forgetting=forgetting_scores(recipe, progress))
+    return ArmResult(run_dir=str(run.root), kind=arm.kind, rounds=rounds, forgetting=forgetting_scores(recipe, progress),
+                     cost=arm_cost(run, recipe.train.rounds))
 
 
 # ---- the command -----------------------------------------------------------------------------------------------

@@ -232,17 +232,69 @@ class ArmRound(Record):
 
 
 @dataclasses.dataclass(kw_only=True)
+class ArmCost(Record):
+    """The cost of an arm x seed run that is not interaction time: training compute for gradient arms,
+    prompt tokens for memory arms ("as good, at what cost")."""
+
+    train_hours: float = 0.0  # device-hours of training over all rounds (fit wall time x devices)
+    train_device: str = "cpu"  # gpu when any round trained on GPUs (then train_hours are GPU-hours)
+    memory_block_tokens: float | None = None  # mean memory block per held-out episode, final round
+    memory_prompt_tokens: float | None = None  # mean prompt tokens the memory added per held-out episode (every step)
+    memory_collect_prompt_tokens: float | None = None  # the same per training episode, over all rounds
+    memory_library: int | None = None  # past episodes the final round's memory held
+
+
+def arm_cost(run: RunDir, rounds: int) -> ArmCost:
+    """Training device-hours from the round manifests (metrics fit_s, gpus: CPU processes count as 1
+    device), memory tokens from eval/memory.json (or its shards) and the experience's metadata."""
+    hours, gpu = 0.0, False
+    for r in range(1, rounds + 1):
+        m = run.manifest(r)
+        metrics = (m.metrics or {}) if m else {}
+        devices = int(metrics.get("gpus") or 0)
+        gpu |= devices > 0
+        hours += float(metrics.get("fit_s") or 0.0) / 3600.0 * max(devices, int(metrics.get("processes") or 1))
+    cost = ArmCost(train_hours=hours, train_device="gpu" if gpu else "cpu")
+    final = _memory_stats(run.round_dir(rounds) / "eval")
+    if final is not None:
+        cost.memory_block_tokens = final["mean_block_tokens"]
+        cost.memory_prompt_tokens = final["mean_prompt_tokens"]
+        cost.memory_library = final["library"]
+        used = [json.loads(line).get("metadata", {}).get("memory", {}).get("prompt_tokens", 0)
+                for p in sorted(run.experience.glob("round-*.jsonl")) for line in p.read_text().splitlines() if line]
+        cost.memory_collect_prompt_tokens = float(np.mean(used)) if used else 0.0
+    return cost
+
+
+def _memory_stats(eval_dir: Path) -> dict | None:
+    """eval/memory.json, or the episode-weighted mean of its shards' (eval/memory-shards/*.json)."""
+    whole = eval_dir / "memory.json"
+    if whole.exists():
+        return json.loads(whole.read_text())
+    parts = [json.loads(p.read_text()) for p in sorted((eval_dir / "memory-shards").glob("*.json"))]
+    n = sum(p["episodes"] for p in parts)
+    if not n:
+        return None
+    mean = {k: sum(p[k] * p["episodes"] for p in parts) / n for k in ("mean_block_tokens", "mean_prompt_tokens",
+                                                                       "mean_entries")}
+    return {**mean, "episodes": n, "library": max(p["library"] for p in parts)}
+
+
+@dataclasses.dataclass(kw_only=True)
 class ArmResult(Record):
     """An arm x seed run's numbers: every round's held-out score and the forgetting check (None when
     it is off). study.json's "arms" holds them without the per-task values."""
 
     run_dir: str | None = None
-    kind: str | None = None  # accumulate, latest, reset, retry
+    kind: str | None = None  # accumulate, latest, reset, retry, memory, accumulate+memory
     rounds: list[ArmRound] = dataclasses.field(default_factory=list)
     forgetting: list[ForgettingScore] | None = None
+    cost: ArmCost | None = None  # what the arm spent besides interaction time
 
     def __post_init__(self) -> None:
         self.rounds = [ArmRound.of(r) for r in self.rounds]
+        if self.cost is not None:
+            self.cost = ArmCost.of(self.cost)
         if self.forgetting is not None:
             self.forgetting = [ForgettingScore.of(f) for f in self.forgetting]
 

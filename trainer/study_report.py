@@ -46,6 +46,91 @@ def curve_points(data: Results, metric: str) -> dict[str, list]:
 
 
 # ---- the report ------------------------------------------------------------------------------------------------
+HEADLINE = "Does accumulating experience beat retrying?"
+
+
+def _kinds(study: Recipe) -> dict[str, str]:
+    return {a.name: a.kind for a in study.study.arms}
+
+
+def curriculum_of(arm) -> str:
+    """The arm's collection curriculum as its overrides set it (fixed when they do not)."""
+    for o in arm.overrides:
+        key, _, value = o.partition("=")
+        if key.strip() == "collect.curriculum":
+            return value.strip()
+    return "fixed"
+
+
+def questions(study: Recipe, data: Results) -> list[tuple[str, dict]]:
+    """The study's questions, each a comparison of two finished arms at the final budget: accumulate
+    vs retry (the headline), memory vs retry, accumulate vs memory, accumulate+memory vs accumulate,
+    each curriculum arm vs the fixed-mix arm of its kind; then every other arm against retry and
+    accumulate. A question whose arms are not both there is left out."""
+    kinds = _kinds(study)
+    first = {}
+    for arm in study.study.arms:
+        if arm.name in data and curriculum_of(arm) == "fixed":
+            first.setdefault(arm.kind, arm.name)
+    acc, retry, mem, both = (first.get(k) for k in ("accumulate", "retry", "memory", "accumulate+memory"))
+    pairs: list[tuple[str, str | None, str | None]] = [
+        (HEADLINE, acc, retry),
+        ("Does memory without gradients beat retrying?", mem, retry),
+        ("Do gradients beat memory?", acc, mem),
+        ("Do gradients and memory add up?", both, acc),
+    ]
+    for arm in study.study.arms:
+        if arm.name in data and curriculum_of(arm) != "fixed":
+            pairs.append((f"Does a {curriculum_of(arm)} curriculum beat the fixed mix ({arm.kind})?", arm.name,
+                          first.get(arm.kind)))
+    asked = {(a, b) for _, a, b in pairs if a and b}
+    for name in data:
+        if name not in (acc, retry) and kinds.get(name) != "memory" and (name, retry) not in asked:
+            pairs.append((f"Does {name} beat retrying?", name, retry))
+        if name not in (acc, retry) and (acc, name) not in asked and (name, acc) not in asked:
+            pairs.append((f"Does accumulate beat {name}?", acc, name))
+    out, seen = [], set()
+    for q, a, b in pairs:
+        if a and b and a != b and (a, b) not in seen:
+            seen.add((a, b))
+            c = final_comparison(data, a, b)
+            if c:
+                out.append((q, {**c, "question": q}))
+    return out
+
+
+def cost_lines(data: Results) -> list[str]:
+    """Per arm, mean over seeds: training compute and the prompt tokens the memory adds."""
+    lines = ["| arm | final held-out success | interaction h | training (device-hours) | memory tokens per held-out "
+             "episode: block / all steps | memory tokens per training episode | memory library (episodes) |",
+             "|---|---|---|---|---|---|---|"]
+    for arm, by_seed in data.items():
+        runs = list(by_seed.values())
+        costs = [v.cost for v in runs if v.cost is not None]
+        if not costs:
+            continue
+
+        def mean(attr: str) -> float | None:
+            vals = [getattr(c, attr) for c in costs if getattr(c, attr) is not None]
+            return float(np.mean(vals)) if vals else None
+
+        device = "GPU" if any(c.train_device == "gpu" for c in costs) else "CPU"
+        train = mean("train_hours")
+        block, steps, coll, lib = (mean(a) for a in ("memory_block_tokens", "memory_prompt_tokens",
+                                                       "memory_collect_prompt_tokens", "memory_library"))
+        lines.append(f"| {arm} | {_pct(np.mean([v.rounds[-1].success_rate for v in runs]))} | "
+                     f"{np.mean([v.rounds[-1].hours for v in runs]):.1f} | "
+                     + (f"{train:.4f} {device}-h" if train else "none") + " | "
+                     + (f"{block:.0f} / {steps:,.0f}" if block is not None else "none") + " | "
+                     + (f"{coll:,.0f}" if coll is not None else "none") + " | "
+                     + (f"{lib:.0f}" if lib is not None else "none") + " |")
+    lines += ["", "Training device-hours: each round's fit wall time x its processes (GPUs on a GPU node). Memory "
+              "tokens: the retrieved block goes into the system prompt of every step of an episode; \"all steps\" "
+              "counts it once per step, as a stateless API would be billed (the local policy caches it and encodes it "
+              "once per episode)."]
+    return lines
+
+
 def final_comparison(data: Mapping[str, Mapping[int, ArmResult | dict]], a: str, b: str) -> dict[str, Any] | None:
     """Held-out success of arm a minus arm b at the final round, pooled over their seeds, with the
     per-seed differences."""
@@ -193,22 +278,20 @@ def write_study_report(study: Recipe, data: Results, timings: dict[str, float], 
                                 title=f"{study.experiment}: held-out {study.curve.metric} by arm",
                                 image_link="curve/curve.png")
     plot_study(data, out / "study.png", f"{study.experiment}: held-out success by arm")
-    kinds = {a.name: a.kind for a in study.study.arms}
-    acc = next((n for n in data if kinds.get(n) == "accumulate"), None)
-    retry = next((n for n in data if kinds.get(n) == "retry"), None)
-    headline = final_comparison(data, acc, retry) if acc and retry else None
-    others = [final_comparison(data, n, retry) for n in data if retry and n not in (acc, retry)]
-    others += [final_comparison(data, acc, n) for n in data if acc and n not in (acc, retry)]
+    asked = questions(study, data)
+    headline = next((c for q, c in asked if q == HEADLINE), None)
+    others = [c for q, c in asked if q != HEADLINE]
     lines = [f"# Experience study: {study.experiment}", ""]
     lines += ["## Verdict", ""]
     lines.append(verdict_text(headline) if headline else
                  "Accumulate vs retry: not available (both arms must have finished; missing: "
                  f"{', '.join(missing) or 'an accumulate or retry arm in study.arms'}).")
-    lines += [""] + [f"- {verdict_text(c)}" for c in others if c]
+    lines += [""] + [f"- {q}: {verdict_text(c)}" for q, c in asked if q != HEADLINE]
     lines += ["", "Intervals: Newcombe's 95% interval of a difference of two proportions, episodes pooled over seeds "
               "(it covers episode sampling; the seed spread below shows run-to-run variation).", ""]
     lines += _design_lines(study, data)
     lines += ["", "## Interaction budget per round", ""] + budget_lines(check, tol)
+    lines += ["", "## Cost besides interaction time", ""] + cost_lines(data)
     lines += ["", "## Held-out success per round and seed", "", "![study](study.png)", ""] + seed_table(data)
     lines += ["", "## Forgetting: success on the earliest training tasks", "",
               f"Each checkpoint re-evaluated (pass@1) on the first {study.study.forgetting_episodes} training tasks "
@@ -224,7 +307,7 @@ def write_study_report(study: Recipe, data: Results, timings: dict[str, float], 
     report = out / "report.md"
     atomic_write_text(report, "\n".join(lines) + "\n")
     atomic_write_json(out / "study.json", {"budget_check": check, "headline": headline,
-                                           "comparisons": [c for c in others if c], "timings_s": timings,
+                                           "comparisons": others, "timings_s": timings,
                                            "missing": missing, "arms": _without_tasks(data)})
     return report
 
@@ -242,6 +325,12 @@ def _design_lines(study: Recipe, data: Results) -> list[str]:
             "- accumulate: each round trains on all experience so far, continuing the adapter",
             "- latest: each round trains on the newest round's experience only, continuing the adapter",
             "- reset: each round trains from the base on all experience so far",
+            "- memory: no training; the base policy with the k past episodes of its own most similar to the task in its "
+            "prompt (BM25 on the task text; successes as worked examples, failures as notes), in collection and "
+            "evaluation alike (memory.k, memory.max_tokens)",
+            "- accumulate+memory: accumulate's training and memory's retrieval together",
+            "- an arm with `collect.curriculum` in its overrides: its kind, collecting at the difficulty its curriculum "
+            "picks; the held-out tasks and their difficulty are the same for every arm",
             "- retry: no training; it spends the same budget on training tasks and is scored by best-of-k on the "
             "held-out tasks, k = 1 + round(interaction hours so far / hours of one base pass over the held-out "
             f"suite){ks}: the attempts the same interaction time buys, picked by an oracle. A generous control.",

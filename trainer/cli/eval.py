@@ -67,10 +67,12 @@ def main(argv: list[str]) -> int:
     from trainer.round import load_options
 
     recipe = load_eval_recipe(args.recipe, args.overrides)
+    from trainer.round import memory_wrapper
+
     summary, out, shard_file = evaluate_checkpoint(
         recipe.eval, load_options(recipe), args.checkpoint, experiment=recipe.experiment, out=args.out,
         suites=args.suite, shard=args.shard, merge_only=args.merge_shards, endpoint=args.endpoint,
-        progress=not args.quiet)
+        progress=not args.quiet, wrap=memory_wrapper(recipe, args.checkpoint))
     if summary is None:
         print(json.dumps({"shard": list(args.shard), "result": str(shard_file), "merged": False}) if args.json
               else f"shard {args.shard[0]}/{args.shard[1]}: {shard_file}")
