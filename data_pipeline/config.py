@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+SESSION_QUIET_S = 600.0  # collect.session_quiet_s: a live session file unmodified this long is finished
+
 
 class Section(BaseModel):
     """Base of every recipe section: unknown keys are errors, values are validated on assignment."""

@@ -17,6 +17,19 @@ no watermark and is read from its start (records stored before count as duplicat
 are whole documents (a .json file, an inspect .eval zip, any file not in a line format) are read
 when new or changed (a watermark per content hash); the store's content-hash dedupe covers the
 overlap. Quarantine entries name the original file and its real line numbers.
+
+Session formats (an adapter with `SESSION = True`: one file is one conversation that grows while
+the agent works, Claude Code sessions and Codex rollouts) are read whole, once the file has been
+quiet: a new or changed session file whose mtime is less than `quiet_s` seconds old waits (counted
+in `waiting_sessions`) for a later round, so a session still being written is not stored half done.
+Its watermark (mode `session`) is the offset just past its last complete line and the hash of the
+bytes before it. A session that grows after it was read (a resumed session) is recognised by that
+prefix and read again, whole, as a *continuation*: one new trajectory per conversation in it (a
+Claude Code sidechain is one) that has new messages, `episode_id` `<id>/resumed-line-<n>`, whose
+messages already stored are context (`metadata.context_messages`: in the prompt, never in the
+loss) and whose interaction time starts where the stored one ended. The store stays append-only,
+no message is trained twice, and the interaction time of the two adds up to the session's. A
+conversation without new messages, and a broken line already quarantined, give nothing again.
 """
 from __future__ import annotations
 
@@ -24,12 +37,15 @@ import glob
 import hashlib
 import json
 import os
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import adapters, sources
-from .adapters import LineWindow
+from .config import SESSION_QUIET_S
+from .adapters import LineWindow, Record
 from .errors import IngestError
 from .store import sha256_file
 
@@ -45,7 +61,8 @@ class LogFile:
 
     path: Path
     fmt: str
-    lines_mode: bool  # read from a watermark on (JSON Lines of a line format), else a whole document
+    mode: str  # lines: read from a watermark on (a line format); session: whole, a growth as a continuation;
+    # document: whole when new or changed
     size: int
     mtime_ns: int
     start: int = 0  # first byte to read
@@ -56,6 +73,11 @@ class LogFile:
     end_lines: int = 0
     new_records: int = 0  # non-blank complete lines in [start, end) (documents: 0, counted when read)
     waiting_bytes: int = 0  # a half-written last line (no newline yet)
+    waiting_session: bool = False  # a session file changed less than quiet_s ago: read in a later round
+
+    @property
+    def lines_mode(self) -> bool:
+        return self.mode == "lines"
 
     @property
     def new(self) -> bool:
@@ -63,10 +85,68 @@ class LogFile:
 
     def source(self) -> sources.Source:
         wm = {"offset": self.end, "sha256": self.end_sha, "lines": self.end_lines, "from_offset": self.start,
-              "from_sha256": self.start_sha, "mode": "lines" if self.lines_mode else "document",
-              "size": self.size, "mtime_ns": self.mtime_ns}
+              "from_sha256": self.start_sha, "mode": self.mode, "size": self.size, "mtime_ns": self.mtime_ns}
+        if self.mode == "session":
+            stored = LineWindow(0, self.start, 1) if self.start else None
+            return SessionSource(self.path, self.fmt, window=LineWindow(0, self.end, 1), sha256=self.end_sha,
+                                 row={WATERMARK: wm}, stored=stored, first_line=self.start_lines + 1)
         window = LineWindow(self.start, self.end, self.start_lines + 1) if self.lines_mode else None
         return sources.Source(self.path, self.fmt, window=window, sha256=self.end_sha, row={WATERMARK: wm})
+
+
+@dataclass
+class SessionSource(sources.Source):
+    """A session file's complete lines; when part of it was read before (`stored`: its bytes then),
+    the continuation of each conversation in it (see the module's docstring)."""
+
+    stored: LineWindow | None = None
+    first_line: int = 1  # the first line not read before
+
+    def read(self):
+        if self.stored is None:
+            yield from super().read()
+            return
+        before: dict[Any, dict[str, Any]] = {}
+        errors = set()
+        for rec in sources.Source(self.path, self.fmt, window=self.stored).read():
+            if rec.data is not None:
+                before[rec.data.get("task_id")] = rec.data
+            else:
+                errors.add((rec.locator, rec.error))
+        for rec in super().read():
+            if rec.data is None:
+                if (rec.locator, rec.error) not in errors:  # else quarantined when first read
+                    yield rec
+                continue
+            old = before.get(rec.data.get("task_id"))
+            if old is None:  # a conversation the stored part did not have
+                yield rec
+                continue
+            data = continuation(old, rec.data, self.first_line)
+            if data is not None:
+                yield Record(rec.locator, data=data)
+
+
+def continuation(old: dict[str, Any], new: dict[str, Any], first_line: int) -> dict[str, Any] | None:
+    """`new` (a grown conversation) as the continuation of `old` (what the store has of it): the
+    messages they share are context, its time starts where `old` ended; None when nothing is new."""
+    msgs, before = new.get("messages") or [], old.get("messages") or []
+    shared = 0
+    while shared < min(len(msgs), len(before)) and msgs[shared] == before[shared]:
+        shared += 1
+    if shared == len(msgs):
+        return None
+    meta = dict(new.get("metadata") or {})
+    meta["context_messages"] = sorted(set(meta.get("context_messages") or []) | set(range(shared)))
+    meta["resumed"] = {"episode_id": old.get("episode_id"), "from_line": first_line, "stored_messages": shared}
+    out = {**new, "episode_id": f"{new.get('episode_id') or new.get('task_id')}/resumed-line-{first_line}",
+           "metadata": meta}
+    ended = old.get("ended_at")
+    if isinstance(ended, (int, float)) and isinstance(new.get("started_at"), (int, float)):
+        out["started_at"] = max(new["started_at"], ended)
+    if isinstance(old.get("duration_s"), (int, float)) and isinstance(new.get("duration_s"), (int, float)):
+        out["duration_s"] = max(0.0, new["duration_s"] - old["duration_s"])
+    return out
 
 
 # ---- where the logs are ----------------------------------------------------------------------------
@@ -113,11 +193,18 @@ def log_files(patterns: list[str], base_dir: str | Path | None = None,
     return chosen, skipped
 
 
-def _lines_mode(path: Path, fmt: str) -> bool:
+def is_session(fmt: str) -> bool:
+    """Whether `fmt` is a session format: one file, one growing conversation (adapter `SESSION`)."""
+    return bool(getattr(adapters.formats().get(fmt), "SESSION", False))
+
+
+def _mode(path: Path, fmt: str) -> str:
     mod = adapters.formats().get(fmt)
     suffixes = [x.lower() for x in path.suffixes]  # a rotated x.jsonl.1 is still JSON Lines; x.jsonl.gz is not
     lines = any(x in LINE_SUFFIXES for x in suffixes) and not any(x in (".gz", ".zst", ".bz2", ".xz") for x in suffixes)
-    return lines and bool(getattr(mod, "LINES", False))
+    if lines and getattr(mod, "LINES", False):
+        return "lines"
+    return "session" if lines and getattr(mod, "SESSION", False) else "document"
 
 
 # ---- the store's watermarks -----------------------------------------------------------------------
@@ -144,11 +231,11 @@ def watermarks(store_root: str | Path) -> list[dict[str, Any]]:
 
 
 def _scan_lines(lf: LogFile, tips: list[dict[str, Any]]) -> None:
-    """Find where `lf` continues (the longest line watermark whose offset and prefix hash match its
-    first bytes, else its start) and how far its complete lines go now: one pass over the file."""
+    """Find where `lf` continues (the longest watermark of its mode whose offset and prefix hash match
+    its first bytes, else its start) and how far its complete lines go now: one pass over the file."""
     wanted: dict[int, set[str]] = {}
     for t in tips:
-        if t["mode"] == "lines" and 0 < t["offset"] <= lf.size:
+        if t["mode"] == lf.mode and 0 < t["offset"] <= lf.size:
             wanted.setdefault(t["offset"], set()).add(t["sha256"])
     h = hashlib.sha256()
     pos = lines = 0
@@ -170,11 +257,13 @@ def _scan_lines(lf: LogFile, tips: list[dict[str, Any]]) -> None:
 
 
 def scan(store_root: str | Path, patterns: list[str], base_dir: str | Path | None = None,
-         fmt: str = "auto") -> tuple[list[LogFile], list[tuple[str, str]]]:
+         fmt: str = "auto", quiet_s: float = SESSION_QUIET_S,
+         now: float | None = None) -> tuple[list[LogFile], list[tuple[str, str]]]:
     """Every log file of `patterns` with what is new in it for the store at `store_root`, and the
     files skipped (with why). Unchanged files (same path, size and mtime as their watermark) are
-    not read."""
+    not read; a session file modified less than `quiet_s` seconds before `now` waits."""
     tips = watermarks(store_root)
+    now = time.time() if now is None else now
     by_path: dict[str, list[dict[str, Any]]] = {}
     for t in tips:
         by_path.setdefault(t["path"], []).append(t)
@@ -187,15 +276,17 @@ def scan(store_root: str | Path, patterns: list[str], base_dir: str | Path | Non
             raise IngestError(f"collect.logs: cannot read {path}: {e.strerror}") from None
         known = by_path.get(str(path), [])
         same = [t for t in known if t.get("size") == st.st_size and t.get("mtime_ns") == st.st_mtime_ns]
-        lines_mode = _lines_mode(path, same[0]["format"] if same else f)
-        lf = LogFile(path, same[0]["format"] if same else f, lines_mode, st.st_size, st.st_mtime_ns)
+        f = same[0]["format"] if same else f
+        lf = LogFile(path, f, _mode(path, f), st.st_size, st.st_mtime_ns)
         if same:  # untouched since it was read: nothing new, and the same half line (if any) waits
             t = max(same, key=lambda t: t["offset"])
             lf.start = lf.end = t["offset"]
             lf.start_sha = lf.end_sha = t["sha256"]
             lf.start_lines = lf.end_lines = t.get("lines", 0)
-            lf.waiting_bytes = st.st_size - t["offset"] if lines_mode else 0
-        elif lines_mode:
+            lf.waiting_bytes = st.st_size - t["offset"] if lf.mode != "document" else 0
+        elif is_session(f) and now - st.st_mtime_ns / 1e9 < quiet_s:
+            lf.waiting_session = True  # still being written (or just finished): a later round reads it
+        elif lf.mode != "document":
             _scan_lines(lf, tips)
         else:
             sha = sha256_file(path)
@@ -208,37 +299,46 @@ def scan(store_root: str | Path, patterns: list[str], base_dir: str | Path | Non
 
 # ---- ingest and what waits --------------------------------------------------------------------------
 def collect_logs(store, patterns: list[str], base_dir: str | Path | None = None, fmt: str = "auto",
-                 tag: str = "logs", redact: bool = True, progress: bool = True) -> dict[str, Any]:
+                 tag: str = "logs", redact: bool = True, progress: bool = True,
+                 quiet_s: float = SESSION_QUIET_S) -> dict[str, Any]:
     """Ingest what is new in the live logs `patterns` into `store` (an ExperienceStore), exactly
     once: one batch holding the new trajectories, quarantine entries and the files' new watermarks.
+    `quiet_s` (collect.session_quiet_s): a session file is read once unmodified this long.
     Returns {"files" (files with something new), "read", "accepted", "duplicates", "quarantined",
-    "waiting_bytes" (half-written last lines), "batch_id" (None: no trajectory stored), "skipped"}."""
+    "waiting_bytes" (half-written last lines), "waiting_sessions" (session files still being
+    written), "batch_id" (None: no trajectory stored), "skipped"}."""
     seen: dict[str, Any] = {}
 
     def plan(st) -> sources.Plan:  # under the store's lock: two ingests never read the same new bytes
-        files, skipped = scan(st.root, patterns, base_dir, fmt)
+        files, skipped = scan(st.root, patterns, base_dir, fmt, quiet_s)
         seen.update(files=files, skipped=skipped)
         return sources.Plan(files=[lf.source() for lf in files if lf.new], skipped=skipped)
 
     summary = store.ingest_plan(None, tag=tag, redact=redact, progress=progress, make_plan=plan)
     files = seen.get("files", [])
+    waiting = sum(lf.waiting_session for lf in files)
+    if waiting and progress:
+        print(f"{tag}: {waiting} session{'s' if waiting > 1 else ''} still being written, waiting (read once "
+              f"unmodified for {quiet_s:g} s: collect.session_quiet_s)", file=sys.stderr)
     return {"files": sum(1 for lf in files if lf.new), "read": summary.read, "accepted": summary.accepted,
             "duplicates": summary.duplicates, "quarantined": summary.quarantined,
-            "waiting_bytes": sum(lf.waiting_bytes for lf in files), "batch_id": summary.batch_id,
-            "skipped": len(seen.get("skipped", []))}
+            "waiting_bytes": sum(lf.waiting_bytes for lf in files), "waiting_sessions": waiting,
+            "batch_id": summary.batch_id, "skipped": len(seen.get("skipped", []))}
 
 
 def pending(store_root: str | Path, patterns: list[str], base_dir: str | Path | None = None,
-            fmt: str = "auto") -> dict[str, int]:
+            fmt: str = "auto", quiet_s: float = SESSION_QUIET_S) -> dict[str, int]:
     """What the next round would read from the live logs, without reading it into the store:
     {"files": files with something new, "bytes": their new complete bytes, "records": new complete
-    lines (a new or changed document: its records as its adapter reads them)}."""
-    files, _ = scan(store_root, patterns, base_dir, fmt)
+    lines (a new or changed document or session: its records as its adapter reads them),
+    "waiting_sessions": session files still being written}."""
+    files, _ = scan(store_root, patterns, base_dir, fmt, quiet_s)
     new = [lf for lf in files if lf.new]
     records = 0
     for lf in new:
         records += lf.new_records if lf.lines_mode else sum(1 for _ in lf.source().read())
-    return {"files": len(new), "bytes": sum(lf.end - lf.start for lf in new), "records": records}
+    return {"files": len(new), "bytes": sum(lf.end - lf.start for lf in new), "records": records,
+            "waiting_sessions": sum(lf.waiting_session for lf in files)}
 
 
 def tagged_counts(store, tag: str) -> dict[str, Any] | None:

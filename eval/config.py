@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from data_pipeline.config import Section
+from data_pipeline.config import SESSION_QUIET_S, Section
 
 
 class SuiteConfig(Section):
@@ -33,6 +33,11 @@ class CollectConfig(Section):
         default_factory=list,
         description="Live logs: folders, files or globs (relative to the recipe) whose new records are ingested at the "
         "start of every round, each record once (per-file watermarks in the store; a half-written last line waits)",
+    )
+    session_quiet_s: float = Field(
+        SESSION_QUIET_S, ge=0, description="Live logs in a session format (Claude Code sessions, Codex rollouts: one "
+        "file, one conversation) are ingested once unmodified this long (seconds; 0 = at once); a session resumed "
+        "after that gives a continuation trajectory that trains only on its new turns",
     )
     when_empty: Literal["skip", "replay"] = Field(
         "skip", description="A round with nothing new in the store: skip it (the run stops there and resumes when "

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from data_pipeline.config import SESSION_QUIET_S
 from data_pipeline.errors import FlywheelError
 from trainer.errors import UserError
 from trainer.periodic import STOP_FILE, Schedule, format_duration, in_order, local_time
@@ -149,12 +150,12 @@ def promoted(run_dir: Path) -> dict | None:
     return {"file": str(p), **(data if isinstance(data, dict) else {"note": "unreadable"})}
 
 
-def _pending_logs(store_root: Path, patterns: list[str], base_dir: Path) -> dict:
+def _pending_logs(store_root: Path, patterns: list[str], base_dir: Path, quiet_s: float) -> dict:
     """New complete log records waiting in `patterns` (data_pipeline.live.pending; read lazily: it
     opens the store)."""
     from data_pipeline.live import pending
 
-    return pending(store_root, patterns, base_dir)
+    return pending(store_root, patterns, base_dir, quiet_s=quiet_s)
 
 
 def waiting_logs(run_dir: Path) -> dict:
@@ -165,12 +166,15 @@ def waiting_logs(run_dir: Path) -> dict:
         doc = read_resolved(run_dir) or {}
     except Exception as e:  # a damaged recipe must not hide the rest of the status  # noqa: BLE001
         return {"patterns": [], "pending": None, "note": f"recipe.resolved.yaml unreadable ({e})"}
-    patterns = list(((doc.get("collect") or {}).get("logs") or []))
+    collect = doc.get("collect") or {}
+    patterns = list(collect.get("logs") or [])
     if not patterns:
         return {"patterns": [], "pending": None, "note": "the recipe has no collect.logs"}
     # Jobs read the resolved recipe in RUN_DIR, so relative patterns resolve against it, as the rounds see them.
     try:
-        found = _pending_logs(run_dir / "store", patterns, run_dir)
+        quiet = collect.get("session_quiet_s")
+        found = _pending_logs(run_dir / "store", patterns, run_dir,
+                              SESSION_QUIET_S if quiet is None else float(quiet))
     except FlywheelError as e:  # a log folder gone missing: say so, show the rest
         return {"patterns": patterns, "pending": None, "note": str(e)}
     return {"patterns": patterns, "pending": found, "note": None}
@@ -270,7 +274,9 @@ def render_status(st: dict) -> str:
     if logs["pending"] is not None:
         pend = logs["pending"]
         lines.append(f"new log records waiting: {pend.get('records', '?')} in {pend.get('files', '?')} file(s), "
-                     f"{pend.get('bytes', '?')} bytes ({', '.join(logs['patterns'])})")
+                     f"{pend.get('bytes', '?')} bytes ({', '.join(logs['patterns'])})"
+                     + (f"; {pend['waiting_sessions']} session file(s) still being written, waiting"
+                        if pend.get("waiting_sessions") else ""))
     else:
         lines.append(f"new log records waiting: {logs['note']}")
     return "\n".join(lines)

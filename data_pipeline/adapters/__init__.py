@@ -3,7 +3,9 @@
 An adapter module defines `NAME`, `detect(path, head) -> bool` (head: the file's first bytes) and
 `read(path) -> Iterator[Record]`, and `LINES = True` when its .jsonl files hold one record per line
 read through `iter_jsonl` / `common.jsonl_objects` (a live log of it is then read from its
-watermark on, see `line_window`). `_registry()` below is the whole list, in detection order (most
+watermark on, see `line_window`), or `SESSION = True` when one .jsonl file is one conversation that
+grows while the agent works (a live log of it is read once quiet, a resumed one as a continuation:
+data_pipeline/live.py). `_registry()` below is the whole list, in detection order (most
 specific first). A record that cannot be mapped comes back as `Record(error=(field, reason))` and
 goes to quarantine; nothing is dropped silently."""
 from __future__ import annotations

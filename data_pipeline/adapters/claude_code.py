@@ -26,9 +26,9 @@ No outcome in the format: unlabeled. A line that is not JSON is quarantined on i
 the session still reads); a session with no user or assistant line is quarantined as a whole.
 Lines are read in file order: a rewound or edited turn (an entry with several children in the
 `parentUuid` tree) keeps both branches, and their number is in `metadata.forks`.
-A session file is one document (no `LINES`): as a live log (`collect.logs`) a file that grew is read
-again whole, and each version of an unfinished session is a different trajectory to the store's
-dedupe; point live collection at finished sessions."""
+A session file is one conversation (`SESSION`, no `LINES`): as a live log (`collect.logs`) it is read
+once it has been quiet for `collect.session_quiet_s`, and a session resumed after that gives only
+its new turns (data_pipeline/live.py)."""
 from __future__ import annotations
 
 import json
@@ -39,6 +39,7 @@ from typing import Any, Iterator
 from . import Record, bad
 from .common import MappingError, head_text, iso_seconds, jsonl_objects, mapped, record_times, text_of
 
+SESSION = True  # one file, one growing conversation (data_pipeline/live.py)
 NAME = "claude-code"
 _MESSAGE_TYPES = ("user", "assistant")
 _THINKING = ("thinking", "redacted_thinking")

@@ -67,11 +67,13 @@ def test_a_half_written_last_line_waits_and_is_read_once_completed(live):
     first = ingest(store, logs)
     assert (first["read"], first["accepted"], first["quarantined"]) == (1, 1, 0)
     assert first["waiting_bytes"] == 25
-    assert pending(store.root, [str(logs)]) == {"files": 0, "bytes": 0, "records": 0}
+    assert pending(store.root, [str(logs)]) == {"files": 0, "bytes": 0, "records": 0,
+                                                "waiting_sessions": 0}
     assert ingest(store, logs)["read"] == 0  # still half: waits again, nothing quarantined
     with open(f, "a") as out:
         out.write(whole[25:] + record(3))
-    assert pending(store.root, [str(logs)]) == {"files": 1, "bytes": len(whole) + len(record(3)), "records": 2}
+    assert pending(store.root, [str(logs)]) == {"files": 1, "bytes": len(whole) + len(record(3)), "records": 2,
+                                                "waiting_sessions": 0}
     second = ingest(store, logs)
     assert (second["read"], second["accepted"], second["waiting_bytes"]) == (2, 2, 0)
     assert stored_tasks(store) == ["live/t1", "live/t2", "live/t3"] and not store.quarantine()

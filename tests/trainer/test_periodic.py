@@ -370,7 +370,8 @@ def test_status_of_a_stopped_schedule_and_logs_waiting(tmp_path, monkeypatch, fa
     assert "every 1d, stopped" in text and "next period" not in text and "cancelled by --stop: train-round-0003 301" in text
     assert st["jobs"][0]["state"] == "cancelled by --stop" and st["jobs_from"].startswith("squeue")
     assert "promotion: no verdict" in text and "promoted checkpoint: none" in text
-    assert st["logs"]["pending"] == {"files": 1, "bytes": 2 * len(line), "records": 2}
+    assert st["logs"]["pending"] == {"files": 1, "bytes": 2 * len(line), "records": 2,
+                                       "waiting_sessions": 0}
 
 
 def test_status_and_submit_commands_answer_in_one_line(tmp_path, capsys):

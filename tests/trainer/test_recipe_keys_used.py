@@ -151,6 +151,15 @@ def _inspect_log(w: Workspace) -> list[str]:
     return [str(TESTS / "fixtures" / "inspect" / "arith_zstd.eval")]
 
 
+def _fresh_session(w: Workspace) -> list[str]:
+    """A Claude Code session file modified just now (as one still being written)."""
+    sample = TESTS / "fixtures" / "samples" / "claude-code" / "kvsankar-agent-history" / "session-01.jsonl"
+    path = w.root / "sessions" / sample.name
+    path.parent.mkdir(exist_ok=True)
+    shutil.copyfile(sample, path)
+    return [str(path)]
+
+
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory) -> Workspace:
     """The base recipe and its files: logged episodes (the sources, with an e-mail address to
@@ -643,6 +652,7 @@ KEYS: dict[str, Key] = {
     "collect.hours_per_round": Key(collection, 1e-6),  # spent by the first episode: the second is never run
     "collect.logs": Key(data_selection, lambda w: [str(w.files["source"]), str(w.files["source2"])]),
     "collect.when_empty": Key(empty_round),
+    "collect.session_quiet_s": Key(data_selection, 0, context=(("collect.logs", _fresh_session),)),
     "train.method": Key(data_selection),
     "train.rounds": Key(slurm_jobs),
     "train.adapter": Key(data_selection, "reset"),  # merge would merge the stand-in adapter into real weights
