@@ -252,10 +252,10 @@ def collect_logs(recipe: Recipe, store: ExperienceStore, r: int, progress: bool 
     scoring = inspect_ai.ScoreOptions.parse(recipe.ingest.score, recipe.ingest.score_range)
     with inspect_ai.score_options(scoring):  # inspect logs: the recipe's scorer (ingest.score)
         now = ingest_new(store, recipe.collect.logs, fmt=recipe.ingest.format, tag=logs_tag(r),
-                         redact=recipe.ingest.redact, progress=progress)
+                         redact=recipe.ingest.redact, progress=progress, quiet_s=recipe.collect.session_quiet_s)
     counts = tagged_counts(store, logs_tag(r)) or {k: 0 for k in ("files", "read", "accepted", "duplicates",
                                                                   "quarantined")} | {"batch_id": None}
-    return {**counts, "waiting_bytes": now["waiting_bytes"]}
+    return {**counts, "waiting_bytes": now["waiting_bytes"], "waiting_sessions": now.get("waiting_sessions", 0)}
 
 
 class RoundSkipped(UserError):
