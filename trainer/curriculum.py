@@ -140,7 +140,7 @@ def plan(recipe: Recipe, run: RunDir, r: int) -> dict[str, CurriculumStep] | Non
         d, success = before
         difficulty, rule = adaptive_difficulty(d, success, cfg.curriculum_band, lo, hi)
         out[sc.name] = CurriculumStep(difficulty, rule, (lo, hi), previous_difficulty=d,
-                                      previous_success=round(success, 6))
+                                      previous_success=success)
     return out
 
 
