@@ -263,3 +263,14 @@ def test_a_rerun_of_a_round_computes_the_same_difficulty(adaptive_down, tmp_path
         mp.setattr(trainer.round, "fit_round", _stand_in_fit)
         assert prepare_round(recipe, copy, 3, progress=False).curriculum == before
     assert _collected(copy, 3)[0] == {before["maze"]["difficulty"]}
+
+
+def test_the_studys_forgetting_check_uses_round_ones_difficulty(horizon):
+    """The forgetting check re-evaluates round 1's own training tasks: under a curriculum at the
+    difficulty round 1 collected them at (horizon: the range min), not the suite's configured one."""
+    from trainer.study_controls import earliest_tasks
+
+    recipe, run, _ = horizon
+    tasks = earliest_tasks(recipe, run)
+    assert [(sc.name, difficulty) for sc, difficulty, _ in tasks] == [("maze", 1)]
+    assert recipe.collect.suites[0].difficulty == 3
