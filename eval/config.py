@@ -3,14 +3,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from data_pipeline.config import SESSION_QUIET_S, Section
+
+MAX_DIFFICULTY = 50  # SuiteConfig.difficulty's bound: the curriculum never goes beyond it
 
 
 class SuiteConfig(Section):
     name: str = Field(..., description="Built-in suite name (maze, ...); eval also takes an external suite YAML path (relative to the recipe)")
-    difficulty: int = Field(1, ge=1, le=50, description="Difficulty knob: sets the task size and horizon")
+    difficulty: int = Field(1, ge=1, le=MAX_DIFFICULTY, description="Difficulty knob: sets the task size and horizon")
     episodes: int = Field(100, ge=1, description="Tasks: eval = held-out tasks per checkpoint; collect = training tasks per round (new seeds every round)")
     samples_per_task: int = Field(
         1, ge=1, description="Episodes per task: eval k for pass@k (>1 = high-resolution mode); collect: attempts per training task (pairs for DPO)"
@@ -48,6 +50,35 @@ class CollectConfig(Section):
         None, gt=0, description="Interaction budget of a round (hours): episodes run in seed order until it is spent, "
         "each suite's share in proportion to its episodes, which cap it; later episodes are discarded unseen"
     )
+    curriculum: Literal["fixed", "horizon", "adaptive"] = Field(
+        "fixed", description="Difficulty of the training tasks per round (trainer/curriculum.py; eval.suites never "
+        "change): fixed = each suite's difficulty; horizon = rising linearly over the rounds from the range's min "
+        "(round 1) to its max (round train.rounds); adaptive = from the suite's difficulty, +1 after a round whose "
+        "own episodes succeeded above curriculum_band's hi, -1 below its lo"
+    )
+    curriculum_band: list[float] = Field(
+        default_factory=lambda: [0.2, 0.8], description="adaptive: [lo, hi] success rate of a round's collected "
+        "episodes that keeps the next round's difficulty (above hi: +1, below lo: -1); 0 <= lo < hi <= 1"
+    )
+    curriculum_range: list[int] | None = Field(
+        None, description="horizon/adaptive: [min, max] difficulty the curriculum may use, for every collect suite "
+        "(null: per suite [max(1, d - 2), d + 2], d its difficulty)"
+    )
+
+    @field_validator("curriculum_band")
+    @classmethod
+    def _band(cls, v: list[float]) -> list[float]:
+        if len(v) != 2 or not 0.0 <= v[0] < v[1] <= 1.0:
+            raise ValueError(f"expected [lo, hi] success rates with 0 <= lo < hi <= 1, e.g. [0.2, 0.8], got {v}")
+        return v
+
+    @field_validator("curriculum_range")
+    @classmethod
+    def _range(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (len(v) != 2 or not 1 <= v[0] <= v[1] <= MAX_DIFFICULTY):
+            raise ValueError(f"expected [min, max] difficulties with 1 <= min <= max <= {MAX_DIFFICULTY}, "
+                             f"e.g. [1, 5], got {v}")
+        return v
 
 
 class MemoryConfig(Section):

@@ -35,17 +35,21 @@ def rounds_table(run_dir: Path) -> list[str]:
 
 ROUND_COLUMNS = (("round", "round"), ("parent", "parent"), ("new_records", "new records"),
                  ("labels", "labels by source"), ("trained_on", "trained on: rows (of selected)"),
-                 ("score", "held-out {metric} [95% CI]"), ("verdict", "verdict"))
+                 ("curriculum", "collect difficulty"), ("score", "held-out {metric} [95% CI]"), ("verdict", "verdict"))
+# columns shown only when some row has the cell (collect.curriculum: runs without one keep their table)
+OPTIONAL_COLUMNS = {"curriculum"}
 
 
 def lineage_table(rows: list[Mapping[str, Any]], metric: str = "success_rate") -> list[str]:
     """The per-round table of a run with a promotion gate: one row per round, its cells given by the
     trainer (trainer/promote.py `report_rows`: eval never reads the trainer's records itself); a
-    missing cell prints as "-"."""
-    head = [title.format(metric=metric) for _, title in ROUND_COLUMNS]
+    missing cell prints as "-" (an optional column no row has is left out)."""
+    columns = [(key, title) for key, title in ROUND_COLUMNS
+               if key not in OPTIONAL_COLUMNS or any(key in row for row in rows)]
+    head = [title.format(metric=metric) for _, title in columns]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
-        cells = [str(row.get(key, "-")).replace("|", "\\|").replace("\n", " ") for key, _ in ROUND_COLUMNS]
+        cells = [str(row.get(key, "-")).replace("|", "\\|").replace("\n", " ") for key, _ in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from eval.config import EvalConfig
 from eval.records import EvalSummary
 from trainer import tracking
+from trainer.curriculum import summary as curriculum_summary
 from trainer.model_check import require_loadable
 from trainer.promote import Verdict, gate, report_promoted_line, report_rows
 from trainer.recipe import Recipe, load_recipe
@@ -120,5 +121,8 @@ def _log(run: RunDir, r: int, summary: EvalSummary, t0: float) -> None:
             f"{m.trajectories_used} trajectories -> held-out success {summary.success_rate:.3f} "
             f"[{summary.ci95[0]:.3f}, {summary.ci95[1]:.3f}] on {summary.episodes} episodes "
             f"({time.time() - t0:.0f}s)")
+    collected = curriculum_summary(m.curriculum)
+    if collected:  # collect.curriculum: the difficulty this round's training tasks had, and why
+        line += f"; collected at {collected}"
     print(line, flush=True)  # the record of tracking/metrics.jsonl is written by tracking.stage
 

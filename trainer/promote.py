@@ -64,6 +64,7 @@ from typing import ClassVar, Iterator
 from data_pipeline.atomic import atomic_write_json, atomic_write_text
 from eval.checkpoints import checkpoint_of
 from eval.records import Record
+from trainer.curriculum import summary as curriculum_summary
 from trainer.errors import UserError
 from trainer.recipe import Recipe
 from trainer.rundir import RunDir
@@ -533,8 +534,9 @@ def _trained_on(m) -> str:
 
 def report_rows(recipe: Recipe, run: RunDir) -> list[dict]:
     """One row per round for report.md's rounds table (eval/report.py renders it): round, parent,
-    new records, labels by source, rows trained on, held-out score with its 95% interval, the
-    verdict. Older manifests (and rounds without live logs or labels) have no `logs` / `labels`."""
+    new records, labels by source, rows trained on, the collection's difficulty under a
+    collect.curriculum, held-out score with its 95% interval, the verdict. Older manifests (and
+    rounds without live logs or labels) have no `logs` / `labels`."""
     rows = []
     metric = recipe.curve.metric
     for r in run.completed_rounds():
@@ -556,7 +558,8 @@ def report_rows(recipe: Recipe, run: RunDir) -> list[dict]:
                      "trained_on": _trained_on(m) if r > 0 else "-",
                      "score": "not evaluated" if score is None else (
                          f"{score:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")),
-                     "verdict": verdict})
+                     "verdict": verdict,
+                     **({"curriculum": curriculum_summary(m.curriculum)} if m.curriculum else {})})
     return rows
 
 

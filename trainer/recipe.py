@@ -321,6 +321,13 @@ def _semantic_problems(recipe: Recipe) -> list[tuple[tuple, str]]:
                 hint = f"; did you mean '{near[0]}'?" if near else ""
                 found.append(((section, "suites", i, "name"), f"unknown suite {suite.name!r}; allowed: "
                               f"{', '.join(sorted(SUITES))} or an external suite .yaml path{hint}"))
+    if recipe.collect.curriculum != "fixed":  # the curriculum keeps one difficulty per suite name
+        collected = [s.name for s in recipe.collect.suites]
+        for i, name in enumerate(collected):
+            if name in collected[:i]:
+                found.append((("collect", "suites", i, "name"), f"suite {name!r} is listed twice; under "
+                              f"collect.curriculum={recipe.collect.curriculum} each collect suite needs its own "
+                              "name (the curriculum sets one difficulty per suite)"))
     names = [a.name for a in recipe.study.arms]
     for i, name in enumerate(names):
         if name in names[:i]:

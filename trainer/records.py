@@ -40,6 +40,9 @@ class RoundManifest(CheckpointManifest):
     # outcome labels of the selected trajectories (data_pipeline/labels.py LabelCounts): {own, file, command,
     # quarantined, unlabeled_kept, unlabeled_dropped}; no key in round 0 and in runs from before labels
     labels: dict[str, int] | None = optional_key()
+    # collect.curriculum (trainer/curriculum.py): per collect suite {difficulty, rule, range,
+    # previous_difficulty, previous_success} of this round's collection; no key under `fixed`
+    curriculum: dict[str, dict] | None = optional_key()
 
     def write(self, round_dir: str | Path) -> Path:
         path = Path(round_dir) / self.FILE
@@ -74,6 +77,7 @@ class DataSelection(Record):
     logs: dict | None = optional_key()  # what collect.logs read this round (RoundManifest.logs); None without it
     # outcome labels of the selected trajectories (see RoundManifest.labels); None: selected before labels
     labels: dict[str, int] | None = optional_key()
+    curriculum: dict[str, dict] | None = optional_key()  # collect.curriculum's steps (see RoundManifest.curriculum)
 
     def write(self, work_dir: str | Path) -> Path:
         path = Path(work_dir) / self.FILE

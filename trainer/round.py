@@ -41,7 +41,7 @@ from data_pipeline.store import ExperienceStore
 from eval.checkpoints import checkpoint_of
 from eval.envs.base import HELDOUT_SEED_START
 from eval.records import HOURS
-from trainer import tracking
+from trainer import curriculum, tracking
 from trainer.errors import UserError
 from trainer.common import (FINAL_ADAPTER, TrainingDiverged, dist_env, quiet_libraries, remove_checkpoints,
                             set_progress)
@@ -195,6 +195,7 @@ def collect(recipe: Recipe, run: RunDir, r: int, parent: RoundManifest | dict, p
     policy = checkpoint_policy(recipe, run, parent, pc, f"{recipe.experiment}/round-{parent.round:04d}",
                                memory_upto=r - 1)
     trajs = []
+    levels = curriculum.difficulties(recipe, run, r)  # collect.curriculum; empty: each suite's own difficulty
     budget_h, pool = recipe.collect.hours_per_round, sum(sc.episodes for sc in suites)
     for sc in suites:
         suite = get_suite(sc.name)
@@ -203,7 +204,8 @@ def collect(recipe: Recipe, run: RunDir, r: int, parent: RoundManifest | dict, p
         share_s = None if budget_h is None else budget_h * 3600.0 * sc.episodes / pool
         first = len(trajs)
         for sample, start in _batches(len(seeds), step, sc.samples_per_task):  # a spent budget stops early
-            trajs += run_episodes(suite, sc.difficulty, seeds[start:start + step], policy, batch_size=pc.batch_size,
+            trajs += run_episodes(suite, levels.get(sc.name, sc.difficulty), seeds[start:start + step], policy,
+                                  batch_size=pc.batch_size,
                                   rng_seed=round_seed(recipe, r) + sample, desc=f"round {r} collect {sc.name}",
                                   progress=progress)
             if share_s is not None and _spent_to(trajs, share_s, first):
@@ -420,7 +422,7 @@ def prepare_round(recipe: Recipe, run: RunDir, r: int, progress: bool = True) ->
         seed=seed, rows=len(dataset), store_batches=used, batches_seen=seen, new_batches=new,
         trajectories_used=len(trajs), cumulative_interaction_hours=hours, interaction_hours_new=new_hours,
         started_at=t0, prepare_s=time.time() - t0, cumulative_episodes=store_episodes(store), logs=logs,
-        labels=labels)
+        labels=labels, curriculum=curriculum.record(recipe, run, r))
     selection.write(work)  # written last: its presence means "prepared"
     return selection
 
@@ -535,7 +537,7 @@ def finalize_round(recipe: Recipe, run: RunDir, r: int) -> RoundManifest:
         gpu_hours=previous.gpu_hours + metrics.get("fit_s", 0.0) / 3600.0 * metrics.get("gpus", 0),
         tokens_trained=previous.tokens_trained + int(metrics.get("tokens_trained", 0)),
         recipe_hash=recipe.hash(), code_version=code_version(), seed=sel.seed, metrics=metrics,
-        created_at=time.time(), labels=sel.labels)
+        created_at=time.time(), labels=sel.labels, curriculum=sel.curriculum)
 
     def fill(tmp: Path) -> None:
         if adapter is not None:
@@ -643,4 +645,4 @@ def train_command(recipe: Recipe, r: int | None = None, stage: str = "all", fork
             m = finalize_round(recipe, run, r) if stage == "finalize" else train_round(recipe, run, r, progress=progress)
     return {"round": r, "checkpoint": str(run.round_dir(r)),
             HOURS: m.cumulative_interaction_hours, "trajectories_used": m.trajectories_used,
-            "tokens_trained": m.tokens_trained}
+            "tokens_trained": m.tokens_trained, **({"curriculum": m.curriculum} if m.curriculum else {})}

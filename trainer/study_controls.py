@@ -152,16 +152,20 @@ def retry_scores(recipe: Recipe, progress: bool = True) -> RetryScores:
 # ---- forgetting: the earliest training tasks ---------------------------------------------------------
 def earliest_tasks(recipe: Recipe, run: RunDir) -> list[tuple[Any, int, list[int]]]:
     """(suite config, difficulty, seeds) of the first `study.forgetting_episodes` tasks of round 1
-    per collect suite, limited to the tasks round 1 actually attempted."""
+    per collect suite, limited to the tasks round 1 actually attempted, at the difficulty round 1
+    collected them at (its episodes record it; under collect.curriculum it is not the suite's own)."""
     attempted: dict[str, list[int]] = {}
+    difficulty: dict[str, int] = {}
     for line in (run.experience / "round-0001.jsonl").read_text().splitlines():
         t = json.loads(line)
         attempted.setdefault(t["suite"], []).append(int(t["metadata"]["seed"]))
+        if t["metadata"].get("difficulty") is not None:
+            difficulty.setdefault(t["suite"], int(t["metadata"]["difficulty"]))
     out = []
     for sc in recipe.collect.suites:
         seeds = sorted(attempted.get(sc.name, []))[:recipe.study.forgetting_episodes]
         if seeds:
-            out.append((sc, sc.difficulty, seeds))
+            out.append((sc, difficulty.get(sc.name, sc.difficulty), seeds))
     return out
 
 

@@ -454,6 +454,37 @@ def collection(case: Case) -> dict:
     return _plain({"policies": [[p.settings, p.batches] for p in made], "episodes": _jsonl(path) if path else []})
 
 
+def collection_rounds(case: Case) -> dict:
+    """Rounds 1 and 2 of experience collection (trainer.round.collect), the second after the first's
+    episodes are written (collect.curriculum reads them): each round's task ids, which carry the
+    difficulty the round collected at."""
+    from trainer.round import collect
+    from trainer.rundir import RunDir
+
+    parent = {"round": 0, "base_model": str(case.dir / "base"), "adapter": None}
+    out = {}
+    with _stand_in_policy():
+        for r in (1, 2):
+            path = collect(case.recipe, RunDir(case.dir), r, parent, progress=False)
+            out[f"round{r}"] = [(e["task_id"], e["outcome"]["success"]) for e in _jsonl(path)] if path else []
+    return out
+
+
+def memory_rounds(case: Case) -> dict:
+    """Round 2's collection after round 1's episodes reached the store as prepare_round puts them
+    there: what each round-2 episode recalled (metadata.memory: episodes, tokens), or nothing."""
+    from trainer.round import collect, open_store
+    from trainer.rundir import RunDir
+
+    run = RunDir(case.dir)
+    parent = {"round": 0, "base_model": str(case.dir / "base"), "adapter": None}
+    with _stand_in_policy():
+        first = collect(case.recipe, run, 1, parent, progress=False)
+        open_store(case.recipe, run).ingest([first], fmt="flywheel", tag="round-0001")
+        second = collect(case.recipe, run, 2, parent, progress=False)
+    return {"recalled": [e["metadata"].get("memory") for e in _jsonl(second)]}
+
+
 def evaluation(case: Case) -> dict:
     """Round 0's held-out evaluation (trainer.loop.evaluate_round): the acting policy's settings and
     batches, the result rows and the summary."""
@@ -653,6 +684,15 @@ KEYS: dict[str, Key] = {
     "collect.logs": Key(data_selection, lambda w: [str(w.files["source"]), str(w.files["source2"])]),
     "collect.when_empty": Key(empty_round),
     "collect.session_quiet_s": Key(data_selection, 0, context=(("collect.logs", _fresh_session),)),
+    # the schedule starts at the range min (2 = 4 - 2), not at the suite's difficulty 4
+    "collect.curriculum": Key(collection_rounds, "horizon", context=(("collect.suites[0].difficulty", 4),)),
+    # round 2 after a round-1 success rate inside the default band [0.2, 0.8]: above [0.0, 0.01], one harder
+    "collect.curriculum_band": Key(collection_rounds, [0.0, 0.01], context=(("collect.curriculum", "adaptive"),
+                                                                            ("collect.suites[0].difficulty", 2))),
+    "collect.curriculum_range": Key(collection_rounds, [2, 3], context=(("collect.curriculum", "horizon"),)),
+    "memory.enabled": Key(memory_rounds),
+    "memory.k": Key(memory_rounds, 1, context=(("memory.enabled", True),)),
+    "memory.max_tokens": Key(memory_rounds, 40, context=(("memory.enabled", True),)),
     "train.method": Key(data_selection),
     "train.rounds": Key(slurm_jobs),
     "train.adapter": Key(data_selection, "reset"),  # merge would merge the stand-in adapter into real weights
