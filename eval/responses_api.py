@@ -43,12 +43,17 @@ def to_chat(body: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     if body.get("previous_response_id") is not None:
         raise RequestError("'previous_response_id': this server keeps no responses; send the whole conversation as "
                            "'input' (earlier output items included)", "previous_response_id")
-    if body.get("include"):
-        raise RequestError(f"'include': this server adds no extra output data, got {body['include']!r}; leave it "
-                           "out or empty", "include")
+    # the served model writes no reasoning items: what would be added to them (their encrypted content,
+    # a summary) is nothing, but a reasoning effort cannot be honoured
+    include = body.get("include") or []
+    if not isinstance(include, list) or set(include) - {"reasoning.encrypted_content"}:
+        raise RequestError(f"'include': only reasoning.encrypted_content is served (there are no reasoning items), "
+                           f"got {include!r}", "include")
     reasoning = body.get("reasoning")
-    if reasoning is not None and (not isinstance(reasoning, dict) or any(v is not None for v in reasoning.values())):
-        raise RequestError("'reasoning': the served model has no reasoning settings; leave it out", "reasoning")
+    if reasoning is not None and (not isinstance(reasoning, dict) or set(reasoning) - {"effort", "summary"}
+                                  or reasoning.get("effort") is not None):
+        raise RequestError("'reasoning': the served model does not reason: a reasoning effort cannot be honoured "
+                           "(reasoning.summary is accepted; there is nothing to summarize)", "reasoning")
     if body.get("truncation") not in (None, "disabled"):
         raise RequestError("'truncation': only \"disabled\" is served (an input longer than the context is a 400); "
                            f"got {body['truncation']!r}", "truncation")
@@ -85,7 +90,8 @@ def to_chat(body: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         chat.update(stream=True, stream_options={"include_usage": True})
     echo = {"instructions": instructions, "max_output_tokens": body.get("max_output_tokens"),
             "metadata": body.get("metadata") or {}, "parallel_tool_calls": body.get("parallel_tool_calls") is not False,
-            "previous_response_id": None, "reasoning": {"effort": None, "summary": None}, "store": False,
+            "previous_response_id": None, "reasoning": {"effort": None, "summary": (reasoning or {}).get("summary")},
+            "store": False,
             "temperature": body.get("temperature", 1.0), "text": {"format": (body.get("text") or {}).get("format")
                                                                    or {"type": "text"}},
             "tool_choice": tool_choice if tool_choice is not None else ("auto" if tools else "none"),

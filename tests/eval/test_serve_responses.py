@@ -231,7 +231,8 @@ def test_refused_fields_and_models(served):
     assert status == 400 and err["error"]["param"] == "max_output_tokens" and "'max_output_tokens'" in err["error"]["message"]
     status, err = _post(served, {"input": ASK, "reasoning": {"effort": "high"}})
     assert status == 400 and err["error"]["param"] == "reasoning"
-    status, _ = _post(served, {"input": ASK, "store": True, "max_output_tokens": 1, "include": [], "metadata": {"a": "b"},
+    status, _ = _post(served, {"input": ASK, "store": True, "max_output_tokens": 1, "metadata": {"a": "b"},
+                               "include": ["reasoning.encrypted_content"], "reasoning": {"summary": "auto"},
                                "user": "u", "parallel_tool_calls": False})
     assert status == 200
 
@@ -257,3 +258,50 @@ def test_log_dir_covers_responses(tiny, tmp_path):
     assert [m.role for m in follow.messages] == ["system", "user", "assistant", "tool", "assistant"]
     assert follow.messages[2].tool_calls[0].name == "lookup" and follow.metadata["context_messages"] == [2]
     assert {t.metadata.get("user") for t in trajs if len(t.messages) == 2} == {"agent-7"}
+
+
+@pytest.mark.slow
+def test_inspect_ai_over_the_responses_api(tiny, tmp_path, monkeypatch):
+    """inspect_ai's `openai-api/flywheel/NAME` provider with `responses_api=True` (it then speaks
+    /v1/responses): a forced tool call is parsed by the server, executed by inspect, and its output
+    goes back as a function_call_output item; the served log ingests."""
+    pytest.importorskip("inspect_ai", reason="pip install -e '.[harness]'")
+    from inspect_ai import Task
+    from inspect_ai import eval as inspect_eval
+    from inspect_ai.dataset import Sample
+    from inspect_ai.scorer import includes
+    from inspect_ai.solver import generate, use_tools
+    from inspect_ai.tool import ToolFunction, tool
+
+    from data_pipeline.store import ExperienceStore
+    from trainer.cli import main
+
+    @tool
+    def add():
+        async def execute(x: int, y: int):
+            """Add two numbers.
+
+            Args:
+                x: The first number.
+                y: The second number.
+            """
+            return str(x + y)
+        return execute
+
+    model, tok = tiny
+    with serving(model, tok, model_name="tiny", api_key="k", log_dir=tmp_path / "served") as url:
+        monkeypatch.setenv("FLYWHEEL_BASE_URL", url)
+        monkeypatch.setenv("FLYWHEEL_API_KEY", "k")
+        task = Task(dataset=[Sample(input="What is 2+3? Use the add tool.", target="5")],
+                    solver=[use_tools(add(), tool_choice=ToolFunction("add")), generate()], scorer=includes(),
+                    message_limit=4)
+        (log,) = inspect_eval(task, model="openai-api/flywheel/tiny", model_args={"responses_api": True},
+                              log_dir=str(tmp_path / "logs"), display="none", max_tokens=200, seed=0)
+    assert log.status == "success", log.error
+    (sample,) = log.samples
+    call = next(m for m in sample.messages if m.role == "assistant" and m.tool_calls).tool_calls[0]
+    result = next(m for m in sample.messages if m.role == "tool")
+    assert call.function == "add" and result.text == str(call.arguments["x"] + call.arguments["y"])
+    assert main(["ingest", str(tmp_path / "served"), "--store", str(tmp_path / "served-store")]) == 0
+    served = ExperienceStore(tmp_path / "served-store").trajectories()
+    assert len(served) >= 2 and any(any(m.role == "tool" for m in t.messages) for t in served)
