@@ -19,11 +19,12 @@ from eval.chat_api import RequestError
 
 FIELDS = ("model", "input", "instructions", "tools", "tool_choice", "parallel_tool_calls", "max_output_tokens",
           "temperature", "top_p", "text", "stream", "store", "previous_response_id", "metadata", "user", "include",
-          "reasoning", "truncation")
+          "reasoning", "truncation", "top_logprobs")
 ROLES = ("user", "system", "developer", "assistant")
 TEXT_PARTS = ("input_text", "output_text", "text")
 # a chat-completions field -> the Responses field it came from (for errors raised on the chat request)
 FROM_CHAT = {"messages": "input", "max_completion_tokens": "max_output_tokens", "response_format": "text"}
+LOGPROBS = "message.output_text.logprobs"
 
 
 def new_id(prefix: str) -> str:
@@ -46,9 +47,11 @@ def to_chat(body: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     # the served model writes no reasoning items: what would be added to them (their encrypted content,
     # a summary) is nothing, but a reasoning effort cannot be honoured
     include = body.get("include") or []
-    if not isinstance(include, list) or set(include) - {"reasoning.encrypted_content"}:
-        raise RequestError(f"'include': only reasoning.encrypted_content is served (there are no reasoning items), "
-                           f"got {include!r}", "include")
+    if not isinstance(include, list) or set(include) - {"reasoning.encrypted_content", LOGPROBS}:
+        raise RequestError(f"'include': only {LOGPROBS} and reasoning.encrypted_content (there are no reasoning "
+                           f"items) are served, got {include!r}", "include")
+    if body.get("top_logprobs") is not None and LOGPROBS not in include:
+        raise RequestError(f"'top_logprobs' needs 'include': [\"{LOGPROBS}\"]", "top_logprobs")
     reasoning = body.get("reasoning")
     if reasoning is not None and (not isinstance(reasoning, dict) or set(reasoning) - {"effort", "summary"}
                                   or reasoning.get("effort") is not None):
@@ -86,6 +89,8 @@ def to_chat(body: Any) -> tuple[dict[str, Any], dict[str, Any]]:
                          ("top_p", "top_p"), ("metadata", "metadata"), ("user", "user")):
         if body.get(ours) is not None:
             chat[theirs] = body[ours]
+    if LOGPROBS in include:
+        chat.update(logprobs=True, top_logprobs=body.get("top_logprobs") or 0)
     if stream:
         chat.update(stream=True, stream_options={"include_usage": True})
     echo = {"instructions": instructions, "max_output_tokens": body.get("max_output_tokens"),
@@ -96,6 +101,7 @@ def to_chat(body: Any) -> tuple[dict[str, Any], dict[str, Any]]:
                                                                    or {"type": "text"}},
             "tool_choice": tool_choice if tool_choice is not None else ("auto" if tools else "none"),
             "tools": body.get("tools") or [], "top_p": body.get("top_p", 1.0), "truncation": "disabled",
+            "top_logprobs": body.get("top_logprobs"),
             "user": body.get("user")}
     return chat, echo
 
@@ -252,29 +258,34 @@ def responses_usage(usage: dict[str, int]) -> dict[str, Any]:
             "total_tokens": usage["total_tokens"]}
 
 
-def message_item(text: str, status: str = "completed", item_id: str | None = None) -> dict[str, Any]:
-    return {"type": "message", "id": item_id or new_id("msg"), "status": status, "role": "assistant",
-            "content": [{"type": "output_text", "text": text, "annotations": []}]}
+def message_item(text: str, status: str = "completed", logprobs: list | None = None) -> dict[str, Any]:
+    part = {"type": "output_text", "text": text, "annotations": []}
+    if logprobs is not None:
+        part["logprobs"] = logprobs
+    return {"type": "message", "id": new_id("msg"), "status": status, "role": "assistant", "content": [part]}
 
 
-def call_item(call: dict[str, Any], status: str = "completed", item_id: str | None = None) -> dict[str, Any]:
-    return {"type": "function_call", "id": item_id or new_id("fc"), "call_id": call["id"],
+def call_item(call: dict[str, Any], status: str = "completed") -> dict[str, Any]:
+    return {"type": "function_call", "id": new_id("fc"), "call_id": call["id"],
             "name": call["function"]["name"], "arguments": call["function"]["arguments"], "status": status}
 
 
-def output_items(message: dict[str, Any], finish: str) -> list[dict[str, Any]]:
-    """A chat-completions reply -> Responses output items: its text (if any, or no call), then its calls."""
+def output_items(message: dict[str, Any], finish: str, logprobs: list | None = None) -> list[dict[str, Any]]:
+    """A chat-completions reply -> Responses output items: its text (if any, or no call), then its calls.
+    `logprobs` (asked for): the reply's tokens', on its text."""
     out = []
     calls = message.get("tool_calls") or []
     if message.get("content") or not calls:
-        out.append(message_item(message.get("content") or "", "incomplete" if finish == "length" else "completed"))
+        out.append(message_item(message.get("content") or "", "incomplete" if finish == "length" else "completed",
+                                logprobs))
     return out + [call_item(c) for c in calls]
 
 
 def from_completion(rid: str, echo: dict[str, Any], completion: dict[str, Any]) -> dict[str, Any]:
     choice = completion["choices"][0]
+    logprobs = choice["logprobs"]["content"] if choice.get("logprobs") else None
     return response_object(rid, completion["created"], completion["model"], echo,
-                           output_items(choice["message"], choice["finish_reason"]),
+                           output_items(choice["message"], choice["finish_reason"], logprobs),
                            "incomplete" if choice["finish_reason"] == "length" else "completed", completion["usage"])
 
 
@@ -285,11 +296,12 @@ class EventStream:
     (function_call_arguments.delta, function_call_arguments.done), output_item.done, and last
     response.completed (response.incomplete when the reply ran out of max_output_tokens)."""
 
-    def __init__(self, rid: str, created: int, model: str, echo: dict[str, Any]):
+    def __init__(self, rid: str, created: int, model: str, echo: dict[str, Any], logprobs: bool = False):
         self.rid, self.created, self.model, self.echo = rid, created, model, echo
         self.seq = 0
         self.output: list[dict[str, Any]] = []  # finished items
         self.open: dict[str, Any] | None = None  # the item being streamed
+        self.logprobs: list[dict[str, Any]] | None = [] if logprobs else None  # asked for: those not yet sent
 
     def events(self, chunks: Iterable[dict[str, Any]], cancelled: Callable[[], bool] = lambda: False) \
             -> Iterator[dict[str, Any]]:
@@ -301,6 +313,8 @@ class EventStream:
                 usage = chunk.get("usage") or usage
                 for choice in chunk.get("choices") or []:
                     delta = choice.get("delta") or {}
+                    if self.logprobs is not None and choice.get("logprobs"):
+                        self.logprobs += choice["logprobs"]["content"]
                     if delta.get("content"):
                         yield from self._text(delta["content"])
                     for tc in delta.get("tool_calls") or []:
@@ -337,14 +351,25 @@ class EventStream:
         if self.open is not None and self.open["type"] != "message":
             yield from self._close()
         if self.open is None:
-            self.open = message_item("", "in_progress")
+            self.open = message_item("", "in_progress", [] if self.logprobs is not None else None)
             added = {**self.open, "content": []}
             yield self._event("response.output_item.added", output_index=len(self.output), item=added)
             yield self._event("response.content_part.added", **self._where(), content_index=0,
                               part={"type": "output_text", "text": "", "annotations": []})
         if text:
-            self.open["content"][0]["text"] += text
-            yield self._event("response.output_text.delta", **self._where(), content_index=0, delta=text, logprobs=[])
+            part, logprobs = self.open["content"][0], self._take_logprobs()
+            part["text"] += text
+            yield self._event("response.output_text.delta", **self._where(), content_index=0, delta=text,
+                              logprobs=logprobs)
+
+    def _take_logprobs(self) -> list[dict[str, Any]]:
+        """The log-probs not yet sent, now the open message's (those of a call's tokens are dropped)."""
+        new = self.logprobs or []
+        if self.logprobs is not None:
+            self.logprobs = []
+            if self.open is not None and self.open["type"] == "message":
+                self.open["content"][0]["logprobs"] += new
+        return new
 
     def _call(self, tc: dict[str, Any]) -> Iterator[dict[str, Any]]:
         fn = tc.get("function") or {}
@@ -363,8 +388,9 @@ class EventStream:
             return
         if item["type"] == "message":
             part = item["content"][0]
+            self._take_logprobs()
             yield self._event("response.output_text.done", **self._where(), content_index=0, text=part["text"],
-                              logprobs=[])
+                              logprobs=list(part.get("logprobs") or []))
             yield self._event("response.content_part.done", **self._where(), content_index=0, part=dict(part))
         else:
             status = "completed"  # a call is streamed once it is whole

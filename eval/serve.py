@@ -198,7 +198,7 @@ class ChatModel:
 
     def response_events(self, job: Job, cancelled: Callable[[], bool] = lambda: False) -> Iterator[dict[str, Any]]:
         """The response as Responses stream events (response.created ... response.completed)."""
-        stream = responses_api.EventStream(job.id, job.created, self.name, job.echo)
+        stream = responses_api.EventStream(job.id, job.created, self.name, job.echo, job.req.logprobs)
         return stream.events(self.chunks(job, cancelled), cancelled)
 
     def models(self) -> dict[str, Any]:

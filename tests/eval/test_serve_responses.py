@@ -212,6 +212,25 @@ def test_streamed_function_call_through_the_openai_stream_helper(served):
     assert deltas == events[-1].response.output_text and deltas
 
 
+def test_logprobs_whole_and_streamed(served):
+    body = {"model": "tiny-round-0", "input": ASK, "temperature": 0, "max_output_tokens": 10, "top_logprobs": 2,
+            "include": ["message.output_text.logprobs"]}
+    whole = client(served).responses.create(**body)
+    entries = whole.output[0].content[0].logprobs
+    assert len(entries) == whole.usage.output_tokens and whole.top_logprobs == 2
+    for e in entries:
+        assert len(e.top_logprobs) == 2 and e.logprob <= 0 and e.token == e.top_logprobs[0].token  # greedy
+    events = _events(served, body)
+    streamed = [e["logprob"] for n, d in events if n == "response.output_text.delta" for e in d["logprobs"]]
+    assert streamed == pytest.approx([e.logprob for e in entries])
+    done = next(d for n, d in events if n == "response.output_text.done")
+    assert [e["logprob"] for e in done["logprobs"]] == pytest.approx(streamed)
+    plain = client(served).responses.create(model="tiny-round-0", input=ASK, max_output_tokens=2)
+    assert plain.output[0].content[0].logprobs is None
+    status, err = _post(served, {"input": ASK, "top_logprobs": 2})
+    assert status == 400 and err["error"]["param"] == "top_logprobs"
+
+
 def test_refused_fields_and_models(served):
     status, err = _post(served, {"input": ASK, "frobnicate": 1})
     assert status == 400 and err["error"]["param"] == "frobnicate" and "frobnicate" in err["error"]["message"]
