@@ -436,7 +436,8 @@ def _event_lines(event: dict[str, Any]) -> str:
 
 async def _events(produce: Callable[[Callable[[], bool]], Iterator[dict]], gate: _Gate, receive,
                   sse: Callable[[dict], str] = _data_line, end: str | None = "data: [DONE]\n\n",
-                  failed: Callable[[Exception], dict] = lambda e: {"error": {"message": str(e), "type": "server_error"}}):
+                  failed: Callable[[Exception], dict] = lambda e: {"error": {"message": str(e),
+                                                                              "type": "server_error"}}):
     """Server-sent events of a streamed answer (`produce(cancelled)` yields its items, `sse` writes
     one, `end` closes the stream); generation runs in a worker thread and stops when the client
     goes away."""

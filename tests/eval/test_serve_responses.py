@@ -87,7 +87,8 @@ def test_plain_text_input_through_the_openai_client(served):
     assert resp.status == ("completed" if finished else "incomplete")
     assert resp.incomplete_details is None if finished else resp.incomplete_details.reason == "max_output_tokens"
     # the request's settings are echoed, and nothing is kept
-    assert (resp.temperature, resp.top_p, resp.max_output_tokens, resp.tool_choice, resp.tools) == (0, 1.0, 12, "none", [])
+    echoed = (resp.temperature, resp.top_p, resp.max_output_tokens, resp.tool_choice, resp.tools)
+    assert echoed == (0, 1.0, 12, "none", [])
     assert resp.store is False
     # instructions are the system turn, placed first
     c.responses.create(model="tiny-round-0", input=ASK, instructions="Be brief.", max_output_tokens=2)
@@ -117,9 +118,9 @@ def test_list_input_round_trip_of_a_function_call(tiny, served):
         {"role": "tool", "content": "41", "tool_call_id": "call_1", "name": "lookup"}]
     assert "41" in job.prompt_text and '"lookup"' in job.prompt_text
     said = chat.prepare_response({"input": [{"role": "user", "content": ASK},
-                                            {"type": "message", "role": "assistant", "id": "msg_1", "status": "completed",
-                                             "content": [{"type": "output_text", "text": "Let me look.",
-                                                          "annotations": []}]},
+                                            {"type": "message", "role": "assistant", "id": "msg_1",
+                                             "status": "completed", "content": [
+                                                 {"type": "output_text", "text": "Let me look.", "annotations": []}]},
                                             ROUND_TRIP[2], ROUND_TRIP[3]], "instructions": "Be brief."})
     assert [m["role"] for m in said.req.messages] == ["system", "user", "assistant", "tool"]
     assert said.req.messages[2]["content"] == "Let me look." and said.req.messages[2]["tool_calls"][0]["id"] == "call_1"
@@ -247,7 +248,8 @@ def test_refused_fields_and_models(served):
     status, err = _post(served, {"input": []})
     assert status == 400 and err["error"]["param"] == "input"
     status, err = _post(served, {"input": ASK, "max_output_tokens": 0})
-    assert status == 400 and err["error"]["param"] == "max_output_tokens" and "'max_output_tokens'" in err["error"]["message"]
+    assert status == 400 and err["error"]["param"] == "max_output_tokens"
+    assert "'max_output_tokens'" in err["error"]["message"]
     status, err = _post(served, {"input": ASK, "reasoning": {"effort": "high"}})
     assert status == 400 and err["error"]["param"] == "reasoning"
     status, _ = _post(served, {"input": ASK, "store": True, "max_output_tokens": 1, "metadata": {"a": "b"},
