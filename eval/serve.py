@@ -6,7 +6,9 @@ LoRA adapter), so that agent harnesses (and eval/external.py's {endpoint}) can a
 
 It runs on Starlette (ASGI) and uvicorn, which give it HTTP/1.1 keep-alive, server-sent events,
 concurrency and a clean shutdown on SIGTERM / Ctrl-C (requests in flight finish first). Routes:
-`POST /v1/chat/completions`, `GET /v1/models`, `GET /health`; anything else is a JSON 404 (its
+`POST /v1/chat/completions`, `POST /v1/responses` (the Responses API, answered by the same decoder:
+eval/responses_api.py maps it to a chat-completions request and back), `GET /v1/models`,
+`GET /health`; anything else is a JSON 404 (its
 body read, so a keep-alive connection stays usable). The base URL to give a harness is
 `http://HOST:PORT/v1`.
 
@@ -59,6 +61,7 @@ from typing import Any, Callable, Iterator
 
 from eval.chat_api import (NotFound, ReplyStream, RequestError, ToolFormat, chat_messages, constraint_for,  # noqa: F401
                            parse_request, split_reply, strip_specials)
+from eval import responses_api
 from eval.decoding import Pieces, Row, decode
 from eval.errors import EvalError
 
@@ -75,6 +78,7 @@ class Job:
     id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex[:24]}")
     created: int = field(default_factory=lambda: int(time.time()))
     started: float = field(default_factory=time.time)
+    echo: dict[str, Any] | None = None  # a /v1/responses request: the fields its response object echoes
 
 
 class ChatModel:
@@ -171,6 +175,31 @@ class ChatModel:
         out = {"content": row.logprobs[sent[i]:]}
         sent[i] = len(row.logprobs)
         return out
+
+    # ---- /v1/responses: the same decode, the Responses wire format (eval/responses_api.py) -----------
+    def prepare_response(self, body: Any) -> Job:
+        chat, echo = responses_api.to_chat(body)
+        try:
+            job = self.prepare(chat)
+        except RequestError as e:
+            raise responses_api.renamed(e) from None
+        job.id, job.echo = responses_api.new_id("resp"), echo
+        return job
+
+    def respond(self, body: Any) -> dict[str, Any]:
+        """The whole response object of a /v1/responses request (not streamed)."""
+        job = self.prepare_response(body)
+        if job.req.stream:
+            raise RequestError("'stream': true is answered over HTTP as server-sent events", "stream")
+        return self.response(job)
+
+    def response(self, job: Job) -> dict[str, Any]:
+        return responses_api.from_completion(job.id, job.echo, self.finish(job))
+
+    def response_events(self, job: Job, cancelled: Callable[[], bool] = lambda: False) -> Iterator[dict[str, Any]]:
+        """The response as Responses stream events (response.created ... response.completed)."""
+        stream = responses_api.EventStream(job.id, job.created, self.name, job.echo, job.req.logprobs)
+        return stream.events(self.chunks(job, cancelled), cancelled)
 
     def models(self) -> dict[str, Any]:
         return {"object": "list", "data": [{"id": n, "object": "model", "created": 0, "owned_by": "flywheel"}
@@ -340,7 +369,8 @@ def build_app(chat: ChatModel, api_key: str | None = None, max_concurrency: int 
     async def health(request: Request):
         return JSONResponse({"status": "ok", "running": gate.running, "waiting": gate.waiting})
 
-    async def completions(request: Request):
+    async def answer(request: Request, prepare, whole, items, sse, end: str | None, failed):
+        """A generation request: checked, then answered whole or as server-sent events."""
         raw = await request.body()
         if (no := denied(request)) is not None:
             return no
@@ -349,7 +379,7 @@ def build_app(chat: ChatModel, api_key: str | None = None, max_concurrency: int 
         except json.JSONDecodeError as e:
             return error(400, f"body is not JSON: {e}")
         try:
-            job = chat.prepare(body)
+            job = prepare(body)
         except RequestError as e:
             return JSONResponse(e.body(), e.status)
         if gate.full():
@@ -357,9 +387,19 @@ def build_app(chat: ChatModel, api_key: str | None = None, max_concurrency: int 
                          headers={"Retry-After": "1"})
         if not job.req.stream:
             async with gate.hold():
-                return JSONResponse(await run_in_threadpool(chat.finish, job))
-        return StreamingResponse(_events(chat, job, gate, request.receive), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache"})
+                return JSONResponse(await run_in_threadpool(whole, job))
+        produce = lambda stop: items(job, stop)  # noqa: E731
+        return StreamingResponse(_events(produce, gate, request.receive, sse, end, failed),
+                                 media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+    async def completions(request: Request):
+        return await answer(request, chat.prepare, chat.finish, chat.chunks, _data_line, "data: [DONE]\n\n",
+                            lambda e: {"error": {"message": str(e), "type": "server_error"}})
+
+    async def responses(request: Request):
+        # the Responses stream has no [DONE]: response.completed (or .incomplete) is its last event
+        return await answer(request, chat.prepare_response, chat.response, chat.response_events, _event_lines, None,
+                            lambda e: {"type": "error", "code": "server_error", "message": str(e), "param": None})
 
     async def unknown(request: Request):
         await request.body()  # read: one left unread would be taken for the next request on the connection
@@ -367,16 +407,17 @@ def build_app(chat: ChatModel, api_key: str | None = None, max_concurrency: int 
         if path in known:
             return error(405, f"{request.method} {path}: use {known[path]}", headers={"Allow": known[path]})
         return error(404, f"no route {request.method} {request.url.path} (served: POST /v1/chat/completions, "
-                          "GET /v1/models, GET /health)", code="not_found")
+                          "POST /v1/responses, GET /v1/models, GET /health)", code="not_found")
 
     async def http_error(request: Request, exc: HTTPException):
         await request.body()
         return error(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}")
 
     known = {"/v1/models": "GET", "/models": "GET", "/v1/chat/completions": "POST", "/chat/completions": "POST",
-             "/health": "GET"}
+             "/v1/responses": "POST", "/responses": "POST", "/health": "GET"}
     routes = [Route(p, models, methods=["GET"]) for p in ("/v1/models", "/models")]
     routes += [Route(p, completions, methods=["POST"]) for p in ("/v1/chat/completions", "/chat/completions")]
+    routes += [Route(p, responses, methods=["POST"]) for p in ("/v1/responses", "/responses")]
     routes += [Route("/health", health, methods=["GET"]),
                Route("/{path:path}", unknown, methods=["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"])]
     async def crashed(request: Request, exc: Exception):
@@ -385,9 +426,21 @@ def build_app(chat: ChatModel, api_key: str | None = None, max_concurrency: int 
     return Starlette(routes=routes, exception_handlers={HTTPException: http_error, Exception: crashed})
 
 
-async def _events(chat: ChatModel, job: Job, gate: _Gate, receive):
-    """Server-sent events of a streamed answer; generation runs in a worker thread and stops when
-    the client goes away."""
+def _data_line(item: dict[str, Any]) -> str:
+    return f"data: {json.dumps(item)}\n\n"
+
+
+def _event_lines(event: dict[str, Any]) -> str:
+    return f"event: {event['type']}\ndata: {json.dumps(event)}\n\n"
+
+
+async def _events(produce: Callable[[Callable[[], bool]], Iterator[dict]], gate: _Gate, receive,
+                  sse: Callable[[dict], str] = _data_line, end: str | None = "data: [DONE]\n\n",
+                  failed: Callable[[Exception], dict] = lambda e: {"error": {"message": str(e),
+                                                                              "type": "server_error"}}):
+    """Server-sent events of a streamed answer (`produce(cancelled)` yields its items, `sse` writes
+    one, `end` closes the stream); generation runs in a worker thread and stops when the client
+    goes away."""
     async with gate.hold():
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
@@ -400,10 +453,10 @@ async def _events(chat: ChatModel, job: Job, gate: _Gate, receive):
 
         def work():
             try:
-                for item in chat.chunks(job, stop.is_set):
+                for item in produce(stop.is_set):
                     loop.call_soon_threadsafe(queue.put_nowait, item)
             except Exception as e:  # reported in the stream: the status line is already sent
-                loop.call_soon_threadsafe(queue.put_nowait, {"error": {"message": str(e), "type": "server_error"}})
+                loop.call_soon_threadsafe(queue.put_nowait, failed(e))
             finally:
                 loop.call_soon_threadsafe(queue.put_nowait, None)
 
@@ -412,9 +465,9 @@ async def _events(chat: ChatModel, job: Job, gate: _Gate, receive):
         try:
             while (item := await queue.get()) is not None:
                 if not stop.is_set():
-                    yield f"data: {json.dumps(item)}\n\n"
-            if not stop.is_set():
-                yield "data: [DONE]\n\n"
+                    yield sse(item)
+            if end and not stop.is_set():
+                yield end
         finally:
             stop.set()
             watcher.cancel()

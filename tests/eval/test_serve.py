@@ -441,10 +441,10 @@ def test_developer_role_is_the_system_role_and_unknown_routes_keep_the_connectio
     assert as_developer == as_system and as_developer[0]["role"] == "system"
     u = urlparse(served)
     conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
-    body = json.dumps({"model": "flywheel", "input": "hi " * 200})  # a /v1/responses request
-    conn.request("POST", "/v1/responses", body=body, headers={"Content-Type": "application/json"})
+    body = json.dumps({"model": "flywheel", "input": "hi " * 200})  # a /v1/embeddings request
+    conn.request("POST", "/v1/embeddings", body=body, headers={"Content-Type": "application/json"})
     r = conn.getresponse()
-    assert r.status == 404 and "no route POST /v1/responses" in json.loads(r.read())["error"]["message"]
+    assert r.status == 404 and "no route POST /v1/embeddings" in json.loads(r.read())["error"]["message"]
     conn.request("GET", "/v1/chat/completions")  # a known route, the wrong method: JSON too
     r = conn.getresponse()
     assert r.status == 405 and "error" in json.loads(r.read())

@@ -1,4 +1,4 @@
-"""`flywheel serve --checkpoint DIR`: an OpenAI-compatible chat-completions endpoint (eval/serve.py)."""
+"""`flywheel serve --checkpoint DIR`: OpenAI-compatible chat-completions and Responses endpoints (eval/serve.py)."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +9,8 @@ from trainer.cli.common import add_quiet, parse
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="flywheel serve", description=(
         "Serve a checkpoint (base model + LoRA adapter) as an OpenAI-compatible chat-completions endpoint "
-        "(streaming, tool calls in the model's own format, tool_choice, response_format, n, logprobs), so that "
+        "(streaming, tool calls in the model's own format, tool_choice, response_format, n, logprobs) and "
+        "Responses endpoint (POST /v1/responses, the same decoder), so that "
         "agent harnesses can act with it. Give harnesses the base URL http://HOST:PORT/v1. Plain transformers: "
         "for big models on a GPU, serve with vLLM instead. SIGTERM or Ctrl-C stops it after the requests in flight."))
     ap.add_argument("--checkpoint", required=True, help="round checkpoint dir (manifest.json) or model folder")
