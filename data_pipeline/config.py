@@ -31,9 +31,9 @@ class IngestConfig(Section):
     @classmethod
     def _name_or_name_key(cls, v: str | None) -> str | None:
         if v is not None:
-            name, colon, key = v.partition(":")
-            if not name or (colon and (not key or ":" in key)):
-                raise ValueError(f"{v!r}: expected NAME or NAME:KEY")
+            from .adapters.inspect_ai import score_name_key
+
+            score_name_key(v)  # the same check as flywheel ingest --score
         return v
 
     @field_validator("score_range")

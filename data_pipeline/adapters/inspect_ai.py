@@ -59,16 +59,26 @@ class ScoreOptions:
         """From the CLI's strings; IngestError for an empty NAME or KEY, or a range that is not LO < HI."""
         opts = cls()
         if score is not None:
-            name, colon, key = score.partition(":")
-            if not name or (colon and not key):
-                raise IngestError(f"--score {score!r}: expected NAME or NAME:KEY")
-            opts.scorer, opts.key = name, key or None
+            try:
+                opts.scorer, opts.key = score_name_key(score)
+            except ValueError as e:
+                raise IngestError(f"--score {e}") from None
         if score_range is not None:
             try:
                 opts.range = score_range_bounds(score_range)
             except ValueError as e:
                 raise IngestError(f"--score-range {e}") from None
         return opts
+
+
+def score_name_key(text: str) -> tuple[str, str | None]:
+    """(NAME, KEY or None) of a score choice "NAME" or "NAME:KEY" (`--score`, recipe key
+    `ingest.score`): the name ends at the first colon, the key is the rest (it may hold colons); a
+    ValueError naming the text when either is empty."""
+    name, colon, key = text.partition(":")
+    if not name or (colon and not key):
+        raise ValueError(f"{text!r}: expected NAME or NAME:KEY")
+    return name, key or None
 
 
 def score_range_bounds(text: str) -> tuple[float, float]:

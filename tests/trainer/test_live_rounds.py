@@ -165,9 +165,15 @@ def test_ingest_score_picks_the_inspect_scorer_of_a_rounds_logs(tmp_path):
         outcomes[name] = {t.task_id.split("/")[-1]: (t.outcome.score, t.outcome.success) for t in store.trajectories()}
     assert outcomes["first"] == {"plain": (0.0, False), "fewshot": (1.0, True), "tools": (1.0, True)}  # match
     assert outcomes["points"] == {"plain": (0.2, False), "fewshot": (0.7, False), "tools": (0.7, False)}
-    (tmp_path / "bad.yaml").write_text("experiment: x\nmodel: {name_or_path: tiny}\ningest: {score: 'a:b:c'}\n")
-    with pytest.raises(RecipeError, match="ingest.score': 'a:b:c': expected NAME or NAME:KEY"):
+    (tmp_path / "bad.yaml").write_text("experiment: x\nmodel: {name_or_path: tiny}\ningest: {score: 'a:'}\n")
+    with pytest.raises(RecipeError, match="ingest.score': 'a:': expected NAME or NAME:KEY"):
         load_recipe(tmp_path / "bad.yaml")
+    # the recipe key reads a score choice as flywheel ingest --score does: NAME, then KEY up to the end
+    from data_pipeline.adapters.inspect_ai import ScoreOptions
+
+    (tmp_path / "ok.yaml").write_text("experiment: x\nmodel: {name_or_path: tiny}\ningest: {score: 'a:b:c'}\n")
+    parsed = ScoreOptions.parse(load_recipe(tmp_path / "ok.yaml").ingest.score)
+    assert (parsed.scorer, parsed.key) == ("a", "b:c") == (ScoreOptions.parse("a:b:c").scorer, "b:c")
     (tmp_path / "bad.yaml").write_text("experiment: x\nmodel: {name_or_path: tiny}\ningest: {score_range: '10:0'}\n")
     with pytest.raises(RecipeError, match="ingest.score_range.*LO must be below HI"):
         load_recipe(tmp_path / "bad.yaml")
