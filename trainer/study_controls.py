@@ -123,9 +123,11 @@ def _write_rows(path: Path, rows: list[dict]) -> None:
 
 
 def _policy(recipe: Recipe, run: RunDir, r: int, pc, what: str):
+    """Round r's acting policy as its held-out evaluation had it (a memory arm: with the memory of rounds 1..r)."""
     from trainer.round import checkpoint_policy
 
-    return checkpoint_policy(recipe, run, run.manifest(r), pc, f"{recipe.experiment}/round-{r:04d}/{what}")
+    return checkpoint_policy(recipe, run, run.manifest(r), pc, f"{recipe.experiment}/round-{r:04d}/{what}",
+                             memory_upto=r)
 
 
 def retry_scores(recipe: Recipe, progress: bool = True) -> RetryScores:
@@ -180,7 +182,7 @@ def forgetting_scores(recipe: Recipe, progress: bool = True) -> list[ForgettingS
     out = []
     for r in range(recipe.train.rounds + 1):
         path = ForgettingScore.path(run, r)
-        key = _checkpoint_key(run, r)
+        key = _checkpoint_key(run, r, recipe)
         if path.exists():
             summary = ForgettingScore.load(path)
         elif key in by_checkpoint:  # the same weights as an earlier round (retry, or nothing learnt)
@@ -194,8 +196,12 @@ def forgetting_scores(recipe: Recipe, progress: bool = True) -> list[ForgettingS
     return out
 
 
-def _checkpoint_key(run: RunDir, r: int) -> str:
+def _checkpoint_key(run: RunDir, r: int, recipe: Recipe | None = None) -> str:
+    """Rounds with the same key act alike: the same weights, and no memory (a memory arm's policy
+    differs every round by what it remembers, whatever its weights)."""
     m = run.manifest(r)
+    if recipe is not None and recipe.memory.enabled:
+        return f"memory-round-{r}"
     if not m.adapter:
         return "base"
     return json.dumps({k: v for k, v in (m.checksums or {}).items() if k.startswith("adapter/")}, sort_keys=True)
