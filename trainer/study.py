@@ -38,13 +38,18 @@ statistics and writes the report.
 
 Outputs: RUN_DIR/study/report.md, study.png (seed mean, range and per-seed points per arm; forgetting),
 study.json (every number), curve/ (the fitted curves of all arms, ScaleRL-style arm comparison).
-Locally the arms run in sequence and a rerun skips finished rounds; `--slurm` submits each arm's
-job chain through `flywheel submit`, and `--report-only` writes the report once they are done.
+Locally the arms run in sequence, or `--jobs N` at a time (each in its own process with its share of
+the CPU threads, its output in RUN_DIR/arms/<arm>-seed<k>.log: a small model uses one core well and
+two poorly, so two runs side by side on two cores take about half the time); a rerun skips finished
+rounds. `--slurm` submits each arm's job chain through `flywheel submit`, and `--report-only` writes
+the report once they are done.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -192,32 +197,103 @@ def submit_arms(study_path: str, overrides: list[str], study: Recipe, arms, seed
 
 
 def run_study(study_path: str, overrides: list[str], arms_arg: str | None = None, seeds_arg: str | None = None,
-              progress: bool = True, report_only: bool = False) -> Path:
-    """Run (or resume) every selected arm x seed locally, then write the study report."""
+              progress: bool = True, report_only: bool = False, jobs: int = 1) -> Path:
+    """Run (or resume) every selected arm x seed locally (`jobs` at a time), then write the study report."""
     study = load_recipe(study_path, overrides)
     check_study(study, study_path)
+    if jobs < 1:
+        raise UserError(f"--jobs {jobs}: at least 1")
     if not report_only:
         require_loadable(study)  # before any arm starts (each arm's run checks its own model again)
     arms, seeds = select(study, arms_arg, seeds_arg)
     timings = _timings(study)
     missing = []
+    todo: list[tuple[str, ArmConfig, list[str]]] = []
     for seed in seeds:
         for arm in arms:
-            recipe = load_recipe(study_path, [*overrides, *arm_overrides(study, arm, seed)])
+            arm_args = [*overrides, *arm_overrides(study, arm, seed)]
+            recipe = load_recipe(study_path, arm_args)
             label = arm_label(arm, seed)
             if report_only:
                 if not arm_finished(recipe):
                     missing.append(label)
                 continue
+            if jobs > 1:
+                todo.append((label, arm, arm_args))
+                continue
             print(f"== {label} ({arm.kind}) -> {recipe.run_path()}", flush=True)
             timings[label] = timings.get(label, 0.0) + run_arm(recipe, progress)
             atomic_write_json(study.run_path() / "study" / "timings.json", timings)
+    if todo:
+        run_in_parallel(study, study_path, todo, jobs, timings)
     data = gather(study, arms, seeds, overrides, study_path, progress)
     if not data:
         raise UserError(f"no finished arm under {study.run_path() / 'arms'} to report on; run the study first")
     from trainer.study_report import write_study_report
 
     return write_study_report(study, data, timings, missing)
+
+
+def run_in_parallel(study: Recipe, study_path: str, todo: list[tuple[str, ArmConfig, list[str]]], jobs: int,
+                    timings: dict[str, float]) -> None:
+    """Run the arm x seed runs `jobs` at a time, each in a fresh process with os.cpu_count() / jobs
+    threads, its output in RUN_DIR/arms/<label>.log; each also measures its retry and forgetting
+    controls (cached in its run directory), so the report that follows only reads them. A failed
+    run stops the study after the runs in flight end, naming the run and its log."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    logs = study.run_path() / "arms"
+    logs.mkdir(parents=True, exist_ok=True)
+    print(f"== {len(todo)} run(s), {jobs} at a time, {threads} thread(s) each; logs: {logs}/<run>.log", flush=True)
+    failed: list[str] = []
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pending = {}
+        queue = list(todo)
+        while queue or pending:
+            while queue and len(pending) < jobs and not failed:
+                label, arm, arm_args = queue.pop(0)
+                log = logs / f"{label}.log"
+                print(f"== {label} ({arm.kind}) started; log: {log}", flush=True)
+                pending[pool.submit(_arm_job, study_path, arm_args, arm.model_dump(), str(log), threads)] = label
+            if not pending:
+                break
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                label = pending.pop(future)
+                try:
+                    seconds = future.result()
+                except Exception as e:  # the run's own error, with its log to read
+                    failed.append(f"{label}: {e} (log: {logs / f'{label}.log'})")
+                    continue
+                timings[label] = timings.get(label, 0.0) + seconds
+                atomic_write_json(study.run_path() / "study" / "timings.json", timings)
+                print(f"== {label} done in {seconds:.0f}s", flush=True)
+            if failed:
+                queue.clear()
+    if failed:
+        raise UserError("study run(s) failed: " + "; ".join(failed) + "; rerun the study to resume them")
+
+
+def _arm_job(study_path: str, arm_args: list[str], arm: dict, log: str, threads: int) -> float:
+    """One arm x seed run in a worker process: the loop, then its retry and forgetting controls."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    import torch
+
+    torch.set_num_threads(threads)
+    with open(log, "a", buffering=1) as out:  # everything the run and its libraries print, file descriptors too
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(out.fileno(), 1)
+        os.dup2(out.fileno(), 2)
+        t0 = time.time()
+        recipe = load_recipe(study_path, arm_args)
+        run_arm(recipe, progress=False)
+        _arm_numbers(recipe, ArmConfig(**arm), progress=False)  # fills the caches the report reads
+        sys.stdout.flush()
+        sys.stderr.flush()
+        return time.time() - t0
 
 
 def submit_study(study_path: str, overrides: list[str], arms_arg: str | None = None, seeds_arg: str | None = None,
