@@ -5,7 +5,9 @@ string, doubleValue, boolValue, arrayValue, kvlistValue); span ids may be hex (O
 base64 (protobuf's JSON mapping), and are only compared, never decoded.
 
 Spans are grouped into one trajectory per `gen_ai.conversation.id` (a trace whose spans carry one
-belongs to that conversation), else one per trace (locators `conversation <id>` / `trace <id>`).
+belongs to that conversation), else one per trace (locators `conversation <id>` / `trace <id>`),
+where traces that continue one another are one conversation (`stitch`: a model call made outside any
+enclosing span, as the OpenAI instrumentation on its own writes it, is a trace of its own).
 Within a group, spans are read in start-time order, following the GenAI semantic conventions
 (gen-ai-input-messages.json / gen-ai-output-messages.json):
 - an inference span (`gen_ai.input.messages` and/or `gen_ai.output.messages`; chat,
@@ -211,6 +213,17 @@ def _is_inference(a: dict[str, Any]) -> bool:
     return any(k in a for k in _INFERENCE_KEYS)
 
 
+def _inputs(s: dict[str, Any], scratch: list[str]) -> list[dict[str, Any]]:
+    """An inference span's input messages, `gen_ai.system_instructions` as the leading system message."""
+    a, sid = s["_attrs"], str(s.get("spanId"))
+    inputs = _messages(_json_attr(a, "gen_ai.input.messages", sid), f"span {sid}.gen_ai.input.messages", scratch)
+    instructions = _json_attr(a, "gen_ai.system_instructions", sid)
+    if instructions and not (inputs and inputs[0]["role"] == "system"):
+        parts = instructions if isinstance(instructions, list) else [instructions]
+        inputs.insert(0, {"role": "system", "content": _text_parts(parts), "tool_calls": []})
+    return inputs
+
+
 def conversation(spans: list[dict[str, Any]], path: Path, loc: str, key: str) -> dict[str, Any]:
     genai = [s for s in spans if any(k.startswith("gen_ai.") for k in s["_attrs"])]
     if not genai:
@@ -237,12 +250,7 @@ def conversation(spans: list[dict[str, Any]], path: Path, loc: str, key: str) ->
         if model:
             models.append(str(model))
         scratch: list[str] = []
-        inputs = _messages(_json_attr(a, "gen_ai.input.messages", sid), f"span {sid}.gen_ai.input.messages", scratch)
-        instructions = _json_attr(a, "gen_ai.system_instructions", sid)
-        if instructions and not (inputs and inputs[0]["role"] == "system"):
-            parts = instructions if isinstance(instructions, list) else [instructions]
-            inputs.insert(0, {"role": "system", "content": _text_parts(parts), "tool_calls": []})
-        merge_history(messages, inputs)
+        merge_history(messages, _inputs(s, scratch))
         outputs = _messages(_json_attr(a, "gen_ai.output.messages", sid), f"span {sid}.gen_ai.output.messages", scratch)
         start, end = _nanos(s.get("startTimeUnixNano")), _nanos(s.get("endTimeUnixNano"))
         if outputs and start is not None and end is not None and end >= start:
@@ -250,7 +258,9 @@ def conversation(spans: list[dict[str, Any]], path: Path, loc: str, key: str) ->
         messages.extend(outputs)
     if not messages:
         raise MappingError("gen_ai.input.messages", f"{len(genai)} GenAI spans but no message content "
-                           "(content capture is opt-in: OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT)")
+                           "(content capture is opt-in: OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT="
+                           "span_only or span_and_event; event_only and the older conventions write it to log "
+                           "events, which are not read)")
     # tool names, and execute_tool results for calls no message answers
     names = {c["id"]: c["name"] for m in messages for c in m.get("tool_calls") or [] if c.get("id")}
     answered = {m.get("tool_call_id") for m in messages if m["role"] == "tool"}
@@ -330,5 +340,54 @@ def read(path: Path) -> Iterator[Record]:
         tid = str(s.get("traceId"))
         cid = s["_attrs"].get("gen_ai.conversation.id") or conv_of_trace.get(tid)
         groups.setdefault(f"conversation {cid}" if cid is not None else f"trace {tid}", []).append(s)
-    for key, members in groups.items():
+    for key, members in stitch(groups, path).items():
         yield mapped(key, conversation, members, path, key, key)
+
+
+def _start(members: list[dict[str, Any]]) -> int:
+    return min((_nanos(s.get("startTimeUnixNano")) or 0 for s in members), default=0)
+
+
+def stitch(groups: dict[str, list[dict[str, Any]]], path: Path) -> dict[str, list[dict[str, Any]]]:
+    """Join the traces of one conversation that no conversation id ties together. An instrumented
+    client called outside any enclosing span (the OpenAI instrumentation on its own) writes each model
+    call, and each execute_tool span, as a trace of its own; the conversation is then the chain of
+    traces whose first inference input starts with everything the chain has said so far. So, in start
+    order, a `trace` group (no gen_ai.conversation.id) joins the chain whose messages are the longest
+    prefix of its first inference span's input (the earliest such chain on a tie; a chain is extended
+    once from one state, so two runs of the same prompt stay apart), and a trace of execute_tool spans
+    only joins the chain that made its call id. The chain keeps its first trace's key."""
+    out: dict[str, list[dict[str, Any]]] = {k: v for k, v in groups.items() if not k.startswith("trace ")}
+    by_prefix: dict[tuple, list[str]] = {}  # the message keys of a chain so far -> chains there
+    said: dict[str, tuple] = {}
+    calls: dict[str, str] = {}  # tool call id -> the chain that made it
+    for key, members in sorted(((k, v) for k, v in groups.items() if k.startswith("trace ")),
+                               key=lambda kv: _start(kv[1])):
+        inference = sorted((s for s in members if _is_inference(s["_attrs"])),
+                           key=lambda s: _nanos(s.get("startTimeUnixNano")) or 0)
+        tool_ids = {s["_attrs"].get("gen_ai.tool.call.id") for s in members
+                    if s["_attrs"].get("gen_ai.operation.name") == "execute_tool"} - {None}
+        chain = None
+        try:
+            if inference:
+                keys = tuple(_key(m) for m in _inputs(inference[0], []))
+                chain = next((by_prefix[keys[:n]][0] for n in range(len(keys), 0, -1) if by_prefix.get(keys[:n])), None)
+            elif tool_ids and all(t in calls for t in tool_ids) and len({calls[t] for t in tool_ids}) == 1:
+                chain = calls[next(iter(tool_ids))]
+        except MappingError:
+            chain = None  # reported when the trace is read on its own
+        joined = out[chain] + members if chain else members
+        try:
+            record = conversation(joined, path, key, key)
+        except (MappingError, KeyError, TypeError, ValueError, AttributeError, IndexError):
+            out[key] = members  # its own record, quarantined with its own reason
+            continue
+        if chain:
+            if said.get(chain) in by_prefix:
+                by_prefix[said[chain]].remove(chain)
+            key = chain
+        out[key] = joined
+        said[key] = tuple(_key(m) for m in record["messages"])
+        by_prefix.setdefault(said[key], []).append(key)
+        calls.update({c["id"]: key for m in record["messages"] for c in m.get("tool_calls") or [] if c.get("id")})
+    return {k: out[k] for k in groups if k in out}

@@ -25,6 +25,9 @@ GOLDEN = ATIF / "harbor" / "tests" / "golden"
 OTEL = SAMPLES / "otel-genai" / "synthetic-otlp-genai-traces.jsonl"
 OTEL_REAL = SAMPLES / "otel-genai" / "otel-python-openai-v2-weather.jsonl"
 AGENTS = SAMPLES / "openai-agents" / "agents-sdk-0.24.0-handoff-tools.jsonl"
+# written by the real libraries in a real run against flywheel serve (tests/data_pipeline/test_traces_real.py)
+OTEL_SERVED = SAMPLES / "otel-genai" / "generated-by-opentelemetry-instrumentation-openai-v2-2.4b0.json"
+AGENTS_SERVED = SAMPLES / "openai-agents" / "generated-by-openai-agents-0.24.0.jsonl"
 NEW = {"atif": atif, "otel-genai": otel_genai, "openai-agents": openai_agents}
 
 
@@ -188,7 +191,7 @@ def _otel_lines():
 
 def test_otel_counts_and_conversation_grouping(tmp_path):
     store, s, trajs = _ingest(tmp_path, SAMPLES / "otel-genai")
-    assert s.read == s.accepted + s.duplicates + s.quarantined == 3 and s.quarantined == 0, store.quarantine()
+    assert s.read == s.accepted + s.duplicates + s.quarantined == 4 and s.quarantined == 0, store.quarantine()
     conv = _one(trajs, lambda t: t.episode_id == "conversation conv_5j66UpCpwteGg4YSxUnt7lPY")
     assert len(conv.metadata["trace_ids"]) == 2  # two traces (two export lines), one conversation
     assert [m.role for m in conv.messages] == ["system", "user", "assistant", "tool", "assistant", "user",
@@ -275,13 +278,65 @@ def test_otel_any_values():
     assert otel_genai.any_value(kv) == {"path": "/r", "limit": 200, "tags": [True]}
 
 
+def _otlp_spans(doc: dict) -> list[dict]:
+    return [sp for rs in doc["resourceSpans"] for ss in rs["scopeSpans"] for sp in ss["spans"]]
+
+
+def test_otel_instrumentation_run_against_flywheel_serve(tmp_path):
+    """The kept export of test_traces_real.py: the instrumented openai client's two chat spans and
+    util-genai's execute_tool span, each a trace of its own (no enclosing span), are one conversation."""
+    store, s, trajs = _ingest(tmp_path, OTEL_SERVED)
+    assert s.read == s.accepted + s.duplicates + s.quarantined == 1 and s.quarantined == 0, store.quarantine()
+    (t,) = trajs
+    spans = _otlp_spans(json.loads(OTEL_SERVED.read_text()))
+    assert [sp["name"] for sp in spans] == ["chat tiny", "execute_tool add", "chat tiny"]
+    assert t.episode_id == f"trace {spans[0]['traceId']}" and len({sp["traceId"] for sp in spans}) == 3
+    assert sorted(t.metadata["trace_ids"]) == sorted(sp["traceId"] for sp in spans)
+    attrs = [{a["key"]: a["value"] for a in sp["attributes"]} for sp in spans]
+    last_in = json.loads(attrs[2]["gen_ai.input.messages"]["stringValue"])
+    assert [m.role for m in t.messages] == [m["role"] for m in last_in] + ["assistant"]
+    (call,) = json.loads(attrs[0]["gen_ai.output.messages"]["stringValue"])[0]["parts"]
+    (c,) = t.messages[2].tool_calls
+    assert (c.id, c.name, c.arguments) == (call["id"], call["name"], call["arguments"])
+    assert attrs[1]["gen_ai.tool.call.id"]["stringValue"] == call["id"]
+    result = attrs[1]["gen_ai.tool.call.result"]["stringValue"]
+    assert (t.messages[3].tool_call_id, t.messages[3].content) == (call["id"], result)
+    assert result == last_in[3]["parts"][0]["response"]
+    out = json.loads(attrs[2]["gen_ai.output.messages"]["stringValue"])[0]["parts"][0]["content"]
+    assert t.messages[4].content == out
+
+
+def test_otel_stitching_keeps_runs_apart(tmp_path):
+    """Two runs of the same conversation, each three traces, are two conversations, not one; a trace
+    of an execute_tool span whose call no model call made is not joined to either."""
+    doc = json.loads(OTEL_SERVED.read_text())
+    spans = _otlp_spans(doc)
+    again = json.loads(json.dumps(spans))
+    for i, sp in enumerate(again):
+        sp["traceId"] = f"run2-{i}"
+        sp["startTimeUnixNano"] = str(int(sp["startTimeUnixNano"]) + 10**12)
+        sp["endTimeUnixNano"] = str(int(sp["endTimeUnixNano"]) + 10**12)
+    stray = json.loads(json.dumps(spans[1]))
+    stray["traceId"] = "stray"
+    stray["attributes"] = [a if a["key"] != "gen_ai.tool.call.id" else {**a, "value": {"stringValue": "call_other"}}
+                           for a in stray["attributes"]]
+    doc["resourceSpans"][0]["scopeSpans"][0]["spans"] = spans + again + [stray]
+    f = tmp_path / "otlp.json"
+    f.write_text(json.dumps(doc))
+    recs = list(otel_genai.read(f))
+    assert [r.locator for r in recs] == [f"trace {spans[0]['traceId']}", "trace run2-0", "trace stray"]
+    assert [len(r.data["messages"]) for r in recs[:2]] == [5, 5]
+    assert recs[1].data["metadata"]["trace_ids"] == ["run2-0", "run2-1", "run2-2"]
+    assert recs[2].error[0] == "gen_ai.input.messages"  # a lone execute_tool span: no conversation
+
+
 # ---- OpenAI Agents SDK -------------------------------------------------------------------------
 def _agent_items():
     return [json.loads(line) for line in AGENTS.read_text().splitlines()]
 
 
 def test_agents_sdk_trace_export(tmp_path):
-    store, s, trajs = _ingest(tmp_path, SAMPLES / "openai-agents")
+    store, s, trajs = _ingest(tmp_path, AGENTS)
     assert s.read == s.accepted + s.duplicates + s.quarantined == 1 and s.quarantined == 0, store.quarantine()
     (t,) = trajs
     items = _agent_items()
@@ -330,3 +385,26 @@ def test_agents_sdk_responses_api_trace_is_quarantined(tmp_path):
     recs = list(openai_agents.read(f))
     assert recs[0].error == ("object", "expected a trace or trace.span export item, got 'something'")
     assert recs[1].error[0] == "span_data.input" and "response" in recs[1].error[1]
+
+
+def test_agents_sdk_run_against_flywheel_serve(tmp_path):
+    """The kept export of test_traces_real.py: a Runner.run on OpenAIChatCompletionsModel (one forced
+    add call, its function span, an answer) and one on OpenAIResponsesModel (response ids only)."""
+    items = [json.loads(line) for line in AGENTS_SERVED.read_text().splitlines()]
+    store, s, trajs = _ingest(tmp_path, AGENTS_SERVED)
+    assert s.read == s.accepted + s.duplicates + s.quarantined == 2 and s.quarantined == 1
+    (q,) = store.quarantine()
+    assert "Responses-API runs export only response ids" in str(q)
+    (t,) = trajs
+    head = items[0]
+    spans = [i for i in items if i.get("trace_id") == head["id"]]
+    gens = [i["span_data"] for i in spans if i["span_data"]["type"] == "generation"]
+    (func,) = [i["span_data"] for i in spans if i["span_data"]["type"] == "function"]
+    assert (t.episode_id, t.task_id, t.category) == (head["id"], "adder/2+3", "Adder workflow")
+    assert t.metadata["generations"] == len(gens) == 2 and t.metadata["spans"] == len(spans)
+    assert [m.role for m in t.messages] == ["system", "user", "assistant", "tool", "assistant"]
+    (out_call,) = gens[0]["output"][0]["tool_calls"]
+    (c,) = t.messages[2].tool_calls
+    assert (c.id, c.name, c.arguments) == (out_call["id"], func["name"], json.loads(func["input"]))
+    assert (t.messages[3].tool_call_id, t.messages[3].content) == (out_call["id"], func["output"])
+    assert t.messages[4].content == gens[1]["output"][0]["content"]
