@@ -219,7 +219,8 @@ def run_study(study_path: str, overrides: list[str], arms_arg: str | None = None
                     missing.append(label)
                 continue
             if jobs > 1:
-                todo.append((label, arm, arm_args))
+                if not arm_finished(recipe):  # a finished one's controls are measured by gather() if missing
+                    todo.append((label, arm, arm_args))
                 continue
             print(f"== {label} ({arm.kind}) -> {recipe.run_path()}", flush=True)
             timings[label] = timings.get(label, 0.0) + run_arm(recipe, progress)

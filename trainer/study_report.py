@@ -81,7 +81,9 @@ def questions(study: Recipe, data: Results) -> list[tuple[str, dict]]:
     ]
     for arm in study.study.arms:
         if arm.name in data and curriculum_of(arm) != "fixed":
-            pairs.append((f"Does a {curriculum_of(arm)} curriculum beat the fixed mix ({arm.kind})?", arm.name,
+            rule = curriculum_of(arm)
+            pairs.append((f"Does {'an' if rule[:1] in 'aeiou' else 'a'} {rule} curriculum beat the fixed mix "
+                          f"({arm.kind})?", arm.name,
                           first.get(arm.kind)))
     asked = {(a, b) for _, a, b in pairs if a and b}
     for name in data:

@@ -81,7 +81,9 @@ def test_study_and_grpo_recipes(tmp_path):
         for name in ("study-quickstart.yaml", "grpo-maze.yaml"):
             (tmp_path / name).write_text((RECIPES / name).read_text())
     study = load_recipe(folder / "study-quickstart.yaml")
-    assert [a.kind for a in study.study.arms] == ["accumulate", "latest", "retry", "reset"]
+    assert [a.kind for a in study.study.arms] == ["accumulate", "latest", "retry", "reset", "memory",
+                                                  "accumulate+memory", "accumulate"]
+    assert study.study.arms[-1].overrides == ["collect.curriculum=adaptive", "collect.suites.0.episodes=1024"]
     assert len(study.study.seeds) >= 2
     grpo = load_recipe(folder / "grpo-maze.yaml")
     assert grpo.train.method == "grpo" and "maze" in [s.name for s in grpo.collect.suites]

@@ -162,3 +162,36 @@ def test_final_comparison_says_when_accumulate_loses():
     assert lost["verdict"] == "loses" and lost["ci95"][1] < 0
     won = final_comparison({"accumulate": arm(0.7), "retry": arm(0.3)}, "accumulate", "retry")
     assert won["verdict"] == "wins"
+
+
+def test_jobs_run_the_arms_side_by_side_with_a_log_each(tmp_path, capsys):
+    """`flywheel study --jobs 2`: two runs at a time in their own processes, each with its log; the
+    report is the same kind of report, and a rerun (sequential) finds them done."""
+    root = tmp_path / "s"
+    overrides = ["train.rounds=1", "collect.hours_per_round=1", "collect.suites.0.episodes=16",
+                 "collect.policy.batch_size=16", "eval.suites.0.episodes=6", "eval.policy.batch_size=6",
+                 "train.epochs=1", "study.forgetting_episodes=2", "curve.bootstrap=0",
+                 "tracking.wandb.mode=disabled", f"run_dir={root}"]
+    assert main([RECIPE, *overrides, "--seeds", "0", "--arms", "memory,retry,accumulate", "--jobs", "2",
+                 "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "3 run(s), 2 at a time" in out
+    for label in ("memory-seed0", "retry-seed0", "accumulate-seed0"):
+        assert f"== {label} done in" in out
+        log = (root / "arms" / f"{label}.log").read_text()
+        assert "round 1:" in log and "round 0:" in log  # the run's own lines went to its log
+        assert RunDir(root / "arms" / label).completed_rounds() == [0, 1]
+    # the controls were measured in the workers: the report only read them
+    assert (root / "arms" / "retry-seed0" / "study" / "retry.json").exists()
+    assert (root / "arms" / "accumulate-seed0" / "study" / "forgetting" / "round-0001.json").exists()
+    timings = json.loads((root / "study" / "timings.json").read_text())
+    assert set(timings) == {"memory-seed0", "retry-seed0", "accumulate-seed0"} and min(timings.values()) > 0
+    assert "Does memory without gradients beat retrying?" in (root / "study" / "report.md").read_text()
+    stamp = (root / "arms" / "memory-seed0" / "rounds" / "round-0001" / "manifest.json").stat().st_mtime
+    assert main([RECIPE, *overrides, "--seeds", "0", "--arms", "memory", "--quiet"]) == 0
+    assert (root / "arms" / "memory-seed0" / "rounds" / "round-0001" / "manifest.json").stat().st_mtime == stamp
+
+
+def test_jobs_must_be_positive(tmp_path):
+    with pytest.raises(UserError, match="--jobs 0"):
+        run_study(RECIPE, [f"run_dir={tmp_path}"], jobs=0)
