@@ -275,14 +275,19 @@ def _num(body, key, lo, hi, default, integer=False):
     return int(v) if integer else float(v)
 
 
-def parse_request(body: Any, served: list[str]) -> ChatRequest:
-    """Check an OpenAI chat-completions request body; every field is honoured or refused here."""
+def check_fields(body: Any, fields: tuple[str, ...]) -> None:
+    """A request body is a JSON object of known fields: a RequestError naming the first unknown one."""
     if not isinstance(body, dict):
         raise RequestError("the body must be a JSON object")
-    unknown = sorted(set(body) - set(FIELDS))
+    unknown = sorted(set(body) - set(fields))
     if unknown:
         raise RequestError(f"unsupported field(s) {', '.join(unknown)}: this server does not honour them; leave them "
-                           f"out (accepted: {', '.join(FIELDS)})", unknown[0])
+                           f"out (accepted: {', '.join(fields)})", unknown[0])
+
+
+def parse_request(body: Any, served: list[str]) -> ChatRequest:
+    """Check an OpenAI chat-completions request body; every field is honoured or refused here."""
+    check_fields(body, FIELDS)
     model = body.get("model")
     if model is not None and model not in served:
         raise NotFound(f"model {model!r} is not served here; served: {', '.join(served)}", "model")

@@ -15,7 +15,7 @@ import uuid
 from typing import Any, Callable, Iterable, Iterator
 
 from eval import json_grammar as jg
-from eval.chat_api import RequestError
+from eval.chat_api import RequestError, check_fields
 
 FIELDS = ("model", "input", "instructions", "tools", "tool_choice", "parallel_tool_calls", "max_output_tokens",
           "temperature", "top_p", "text", "stream", "store", "previous_response_id", "metadata", "user", "include",
@@ -35,12 +35,7 @@ def new_id(prefix: str) -> str:
 def to_chat(body: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """A Responses request -> (the chat-completions request answering it, the request fields a
     response object echoes). Raises RequestError naming the Responses field."""
-    if not isinstance(body, dict):
-        raise RequestError("the body must be a JSON object")
-    unknown = sorted(set(body) - set(FIELDS))
-    if unknown:
-        raise RequestError(f"unsupported field(s) {', '.join(unknown)}: this server does not honour them; leave them "
-                           f"out (accepted: {', '.join(FIELDS)})", unknown[0])
+    check_fields(body, FIELDS)
     if body.get("previous_response_id") is not None:
         raise RequestError("'previous_response_id': this server keeps no responses; send the whole conversation as "
                            "'input' (earlier output items included)", "previous_response_id")
