@@ -17,7 +17,8 @@ assistant turn it follows (name, `arguments` parsed from its JSON string, `call_
 `custom_tool_call` (freeform input, e.g. apply_patch) -> a tool call with arguments `{"input": ...}`;
 `local_shell_call` -> a `local_shell` tool call with its exec action as arguments;
 `web_search_call` -> a `web_search` tool call with its action (the search runs server-side: no
-result item); `function_call_output` / `custom_tool_call_output` -> a `tool` message with
+result item; rollouts write the item without its id, so the call takes the `call_id` of the
+`web_search_end` event beside it, in order, or `web_search_<n>` without one); `function_call_output` / `custom_tool_call_output` -> a `tool` message with
 `tool_call_id` = `call_id` and the call's name. `reasoning` items (summaries; the content is
 encrypted) are not part of the reply: counted in `metadata.reasoning_items`; ghost snapshots and
 compaction items are the harness's bookkeeping: counted in `metadata.items`. The session's base
@@ -152,6 +153,8 @@ def _trajectory(lines: list[tuple[str, dict[str, Any]]], path: Path, legacy: boo
     session: dict[str, Any] = {}
     durations: list[float] = []
     reasoning = compactions = 0
+    searches: list[dict[str, Any]] = []  # web_search calls without an id, waiting for their event's
+    search_ids: list[str] = []  # web_search_end call ids waiting for their call
     for loc, line in lines:
         if line["timestamp"] is not None or line["type"] == "session_meta":
             s = iso_seconds(line["timestamp"])
@@ -172,6 +175,11 @@ def _trajectory(lines: list[tuple[str, dict[str, Any]]], path: Path, legacy: boo
             events[str(p.get("type"))] += 1
             if p.get("type") == "task_complete" and isinstance(p.get("duration_ms"), (int, float)):
                 durations.append(p["duration_ms"] / 1000.0)
+            elif p.get("type") == "web_search_end" and isinstance(p.get("call_id"), str):
+                if searches:
+                    searches.pop(0)["id"] = p["call_id"]
+                else:
+                    search_ids.append(p["call_id"])
         else:
             item = p.get("type")
             if item == "message":
@@ -185,6 +193,11 @@ def _trajectory(lines: list[tuple[str, dict[str, Any]]], path: Path, legacy: boo
                 msgs.append({"role": role, "content": content, "tool_calls": []})
             elif item in _CALLS:
                 call = _call(loc, p)
+                if call["id"] is None and item == "web_search_call":
+                    if search_ids:
+                        call["id"] = search_ids.pop(0)
+                    else:
+                        searches.append(call)
                 if isinstance(call["id"], str):
                     names[call["id"]] = call["name"]
                 if msgs and msgs[-1]["role"] == "assistant":
@@ -199,6 +212,8 @@ def _trajectory(lines: list[tuple[str, dict[str, Any]]], path: Path, legacy: boo
                 reasoning += 1
             else:
                 items[str(item)] += 1
+    for n, call in enumerate(searches, 1):
+        call["id"] = f"web_search_{n}"
     base = session.get("base_instructions")
     base = base.get("text") if isinstance(base, dict) else base
     if isinstance(base, str) and base and msgs:

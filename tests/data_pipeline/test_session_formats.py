@@ -21,6 +21,9 @@ SIDE = CC / "d-kimuson-claude-code-viewer" / "5c0375b4-57a5-4f26-b12d-d022ee4e51
 CC2 = CC / "kvsankar-agent-history" / "session-01.jsonl"
 CX = SAMPLES / "codex" / "kvsankar-agent-history" / "session-01.jsonl"
 CX_SYN = next((SAMPLES / "codex" / "synthetic").glob("synthetic-rollout-*.jsonl"))
+CODEMIE = SAMPLES / "codex" / "codemie-ai-codemie-code"
+CX_EXEC = CODEMIE / "rollout-2026-01-02T18-39-45-019b7f94-51b4-7593-922e-ba12b5b73b52.jsonl"  # codex exec 0.77
+CX_TUI = CODEMIE / "rollout-2026-05-11T11-26-55-019e1625-789d-76c0-80ab-3724b5ddb799.jsonl"  # codex-tui 0.125
 
 
 def lines(path: Path) -> list[dict]:
@@ -46,11 +49,12 @@ def test_ingest_counts_add_up_and_formats_are_detected(ingested):
     assert s.quarantined == 0, store.quarantine()
     fmt = {Path(p).name: f for p, f in s.formats.items()}
     assert fmt[INIT.name] == fmt[SIDE.name] == "claude-code" and fmt[CX_SYN.name] == "codex"
-    assert sorted(s.formats.values()) == ["claude-code"] * 3 + ["codex"] * 2
-    # 3 Claude Code sessions + the 2 inline sidechains of one of them, 2 Codex rollouts
-    assert s.accepted == 7 and store.stats()["formats"] == {"claude-code": 5, "codex": 2}
+    assert fmt[CX_EXEC.name] == fmt[CX_TUI.name] == "codex"
+    assert sorted(s.formats.values()) == ["claude-code"] * 3 + ["codex"] * 4
+    # 3 Claude Code sessions + the 2 inline sidechains of one of them, 4 Codex rollouts
+    assert s.accepted == 9 and store.stats()["formats"] == {"claude-code": 5, "codex": 4}
     # these logs carry no outcome: every one unlabeled, none counted as a failure
-    assert store.stats()["unlabeled"] == 7 and store.stats()["labeled"] == 0
+    assert store.stats()["unlabeled"] == 9 and store.stats()["labeled"] == 0
     assert {Path(p).name for p, _ in s.skipped} == {"LICENSE", "SOURCE.md"}
 
 
@@ -166,6 +170,74 @@ def test_codex_tool_calls_paired_with_outputs():
     first = next(m for m in t.messages if m.tool_calls)
     assert first.content == "Let me run the tests first." and t.metadata["reasoning_items"] == 1
     assert t.duration_s == pytest.approx(7.99)
+
+
+def _items(path: Path, *kinds: str) -> list[dict]:
+    return [x["payload"] for x in lines(path) if x["type"] == "response_item" and x["payload"]["type"] in kinds]
+
+
+def test_codex_exec_real_rollout_with_shell_calls():
+    """A real `codex exec` session (Codex CLI 0.77, gpt-5.1-codex): three shell calls, each answered."""
+    raw = lines(CX_EXEC)
+    (t,) = trajectories(codex, CX_EXEC)
+    meta = raw[0]["payload"]
+    assert t.task_id == f"codex/{meta['id']}" and t.policy == "gpt-5-1-codex-2025-11-13"
+    assert t.metadata["cli_version"] == "0.77.0" and t.metadata["originator"] == "codex_exec"
+    assert t.metadata["reasoning_items"] == 3 and t.metadata["items"] == {"ghost_snapshot": 1}
+    # AGENTS.md, the environment context and the question are the user's turns, in file order
+    users = [m.content for m in t.messages if m.role == "user"]
+    assert users[0].startswith("# AGENTS.md instructions for") and users[1].startswith("<environment_context>")
+    assert users[2] == "what is current repository about? summarize purpuse and explain goals"
+    src_calls = _items(CX_EXEC, "function_call")
+    src_outs = _items(CX_EXEC, "function_call_output")
+    calls = [c for m in t.messages for c in m.tool_calls]
+    assert [(c.id, c.name, c.arguments) for c in calls] == [
+        (p["call_id"], "shell", json.loads(p["arguments"])) for p in src_calls]
+    assert calls[0].arguments["command"] == ["bash", "-lc", "ls"]
+    tools = [m for m in t.messages if m.role == "tool"]
+    # each output answers its call by id, its text as the model saw it (Codex 0.77: a JSON string)
+    assert [(m.tool_call_id, m.name, m.content) for m in tools] == [
+        (p["call_id"], "shell", p["output"]) for p in src_outs]
+    assert json.loads(tools[1].content) == {"output": "docs/AGENTS.md\n", "metadata": {"exit_code": 0,
+                                                                                   "duration_seconds": 0.4}}
+    # every call is answered right after the assistant turn that made it
+    for i, m in enumerate(t.messages):
+        if m.tool_calls:
+            assert t.messages[i + 1].role == "tool" and t.messages[i + 1].tool_call_id == m.tool_calls[0].id
+    # no task_complete in this log: the time is the first and last timestamp
+    assert t.started_at == iso_seconds(raw[0]["timestamp"]) and t.ended_at == iso_seconds(raw[-1]["timestamp"])
+    assert t.outcome.success is None
+
+
+def test_codex_tui_real_rollout_function_custom_and_web_search_calls():
+    """A real Codex TUI session (0.125, gpt-5.5): 99 exec/write_stdin function calls, 3 apply_patch
+    custom tool calls, 3 server-side web searches, two user turns."""
+    raw = lines(CX_TUI)
+    (t,) = trajectories(codex, CX_TUI)
+    assert t.policy == "gpt-5.5" and t.metadata["originator"] == "codex-tui"
+    fn, custom = _items(CX_TUI, "function_call"), _items(CX_TUI, "custom_tool_call")
+    outs = {p["call_id"]: p["output"] for p in _items(CX_TUI, "function_call_output", "custom_tool_call_output")}
+    assert (len(fn), len(custom), len(outs)) == (99, 3, 102)
+    calls = {c.id: c for m in t.messages for c in m.tool_calls}
+    assert len(calls) == 105  # no two calls share an id
+    for p in fn:
+        assert calls[p["call_id"]].name == p["name"] and calls[p["call_id"]].arguments == json.loads(p["arguments"])
+    for p in custom:
+        assert calls[p["call_id"]].name == "apply_patch" and calls[p["call_id"]].arguments == {"input": p["input"]}
+        assert p["input"].startswith("*** Begin Patch")
+    tools = [m for m in t.messages if m.role == "tool"]
+    assert len(tools) == 102 and {m.tool_call_id for m in tools} == set(outs)
+    assert all(m.name == calls[m.tool_call_id].name for m in tools)
+    # web searches run server-side: a call without a result item, its id from the web_search_end event
+    ends = [x["payload"] for x in raw if x["type"] == "event_msg" and x["payload"]["type"] == "web_search_end"]
+    searches = [c for c in calls.values() if c.name == "web_search"]
+    assert [(c.id, c.arguments["query"]) for c in searches] == [(e["call_id"], e["query"]) for e in ends]
+    assert not {c.id for c in searches} & {m.tool_call_id for m in tools}
+    # two turns: task_complete durations sum to the duration
+    done = [x["payload"]["duration_ms"] for x in raw if x["type"] == "event_msg"
+            and x["payload"]["type"] == "task_complete"]
+    assert len(done) == 2 and t.duration_s == pytest.approx(sum(done) / 1000)
+    assert t.messages[0].role == "system" and t.messages[0].content.startswith("You are Codex")
 
 
 def _write(tmp_path: Path, name: str, rows: list) -> Path:
