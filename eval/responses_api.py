@@ -6,7 +6,9 @@ mapped back to a `response` object, or its stream chunks to the Responses stream
 Every request field is honoured or refused with a RequestError (HTTP 400) naming it, as for
 chat completions. The server keeps no state: `previous_response_id` is refused (send the whole
 conversation as `input`), and `store` is accepted but nothing is stored (the response says
-`"store": false`).
+`"store": false`). `prompt_cache_key` is accepted and echoed: it only steers which cache a
+request hits, and the answer never depends on a cache (this server keeps none). `client_metadata`
+(what the Codex CLI sends about itself) is kept in the served log beside `metadata`.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from eval.chat_api import RequestError, check_fields
 
 FIELDS = ("model", "input", "instructions", "tools", "tool_choice", "parallel_tool_calls", "max_output_tokens",
           "temperature", "top_p", "text", "stream", "store", "previous_response_id", "metadata", "user", "include",
-          "reasoning", "truncation", "top_logprobs")
+          "reasoning", "truncation", "top_logprobs", "prompt_cache_key", "client_metadata")
 ROLES = ("user", "system", "developer", "assistant")
 TEXT_PARTS = ("input_text", "output_text", "text")
 # a chat-completions field -> the Responses field it came from (for errors raised on the chat request)
@@ -61,6 +63,12 @@ def to_chat(body: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise RequestError("'stream' must be true or false", "stream")
+    cache_key = body.get("prompt_cache_key")
+    if cache_key is not None and not isinstance(cache_key, str):
+        raise RequestError("'prompt_cache_key' must be a string", "prompt_cache_key")
+    client_meta = body.get("client_metadata")
+    if client_meta is not None and not isinstance(client_meta, dict):
+        raise RequestError("'client_metadata' must be an object", "client_metadata")
 
     messages = []
     instructions = body.get("instructions")
@@ -84,13 +92,15 @@ def to_chat(body: Any) -> tuple[dict[str, Any], dict[str, Any]]:
                          ("top_p", "top_p"), ("metadata", "metadata"), ("user", "user")):
         if body.get(ours) is not None:
             chat[theirs] = body[ours]
+    if client_meta:
+        chat["metadata"] = {**(chat.get("metadata") or {}), "client_metadata": client_meta}
     if LOGPROBS in include:
         chat.update(logprobs=True, top_logprobs=body.get("top_logprobs") or 0)
     if stream:
         chat.update(stream=True, stream_options={"include_usage": True})
     echo = {"instructions": instructions, "max_output_tokens": body.get("max_output_tokens"),
             "metadata": body.get("metadata") or {}, "parallel_tool_calls": body.get("parallel_tool_calls") is not False,
-            "previous_response_id": None, "reasoning": {"effort": None, "summary": (reasoning or {}).get("summary")},
+            "previous_response_id": None, "prompt_cache_key": cache_key, "reasoning": {"effort": None, "summary": (reasoning or {}).get("summary")},
             "store": False,
             "temperature": body.get("temperature", 1.0), "text": {"format": (body.get("text") or {}).get("format")
                                                                    or {"type": "text"}},

@@ -254,6 +254,9 @@ def test_refused_fields_and_models(served):
     assert "'max_output_tokens'" in err["error"]["message"]
     status, err = _post(served, {"input": ASK, "reasoning": {"effort": "high"}})
     assert status == 400 and err["error"]["param"] == "reasoning"
+    for field, value in (("prompt_cache_key", 7), ("client_metadata", "x")):
+        status, err = _post(served, {"input": ASK, field: value})
+        assert status == 400 and err["error"]["param"] == field
     status, _ = _post(served, {"input": ASK, "store": True, "max_output_tokens": 1, "metadata": {"a": "b"},
                                "include": ["reasoning.encrypted_content"], "reasoning": {"summary": "auto"},
                                "user": "u", "parallel_tool_calls": False})
@@ -268,12 +271,16 @@ def test_log_dir_covers_responses(tiny, tmp_path):
     logs = tmp_path / "served"
     with serving(model, tok, model_name="r3", log_dir=logs, policy="runs/x/rounds/round-0003") as url:
         c = client(url)
-        plain = c.responses.create(model="r3", input=ASK, max_output_tokens=4, user="agent-7")
+        plain = c.responses.create(model="r3", input=ASK, max_output_tokens=4, user="agent-7",
+                                   prompt_cache_key="thread-1", extra_body={"client_metadata": {"turn_id": "t1"}})
+        assert plain.prompt_cache_key == "thread-1"  # a cache hint (the answer never depends on it): echoed
         with c.responses.stream(model="r3", input=ROUND_TRIP, tools=TOOLS, max_output_tokens=4) as stream:
             for _ in stream:
                 pass
     lines = [json.loads(line) for line in next(logs.glob("served-*.jsonl")).read_text().splitlines()]
     assert len(lines) == 2 and lines[0]["metadata"]["request_id"] == plain.id
+    # what the Codex CLI says about itself is kept beside the request's metadata
+    assert lines[0]["metadata"]["metadata"] == {"client_metadata": {"turn_id": "t1"}}
     assert main(["ingest", str(logs), "--store", str(tmp_path / "store")]) == 0
     trajs = ExperienceStore(tmp_path / "store").trajectories()
     assert len(trajs) == 2 and {t.policy for t in trajs} == {"runs/x/rounds/round-0003"}
