@@ -4,7 +4,9 @@ Each line is `{timestamp, type, payload}` (openai/codex `RolloutLine`), `type` o
 `session_meta` (id, cwd, cli_version, originator, source, model_provider, git, base_instructions),
 `turn_context` (per turn: cwd, approval and sandbox policy, `model`, effort), `response_item` (a
 Responses API item, below), `event_msg` (UI events: user_message / agent_message echo the items,
-token_count, task_started / task_complete with `duration_ms`, ...) and `compacted`.
+token_count, task_started / task_complete with `duration_ms`, ...) and `compacted`; lines of other
+types in the same envelope (0.163 adds `world_state`, `token_usage_record`) are bookkeeping, counted
+in `metadata.items` as `line:<type>`.
 
 Rollouts of Codex CLI before 0.44 (mid 2025) have no envelope: a first line `{id, timestamp,
 instructions, git}`, then the bare response items and `{"record_type": "state", ...}` lines, and no
@@ -56,6 +58,13 @@ def _is_line(d: Any) -> bool:
             and isinstance(d.get("timestamp"), str))
 
 
+def _is_envelope(d: Any) -> bool:
+    """A rollout line of a type this adapter does not know (Codex adds bookkeeping lines:
+    `world_state` and `token_usage_record` in 0.163): counted, not quarantined."""
+    return (isinstance(d, dict) and isinstance(d.get("type"), str) and isinstance(d.get("payload"), dict)
+            and isinstance(d.get("timestamp"), str))
+
+
 def _is_legacy_meta(d: Any) -> bool:
     return (isinstance(d, dict) and isinstance(d.get("id"), str) and isinstance(d.get("timestamp"), str)
             and set(d) <= _LEGACY_META)
@@ -103,7 +112,8 @@ def read(path: Path) -> Iterator[Record]:
             continue
         if legacy is None:
             legacy = not _is_line(obj) and _is_legacy_meta(obj)
-        line = _legacy(loc, obj, not lines) if legacy else obj if _is_line(obj) else None
+        line = _legacy(loc, obj, not lines) if legacy else obj if _is_line(obj) or (lines and _is_envelope(obj)) \
+            else None
         if line is None:
             what = "a pre-0.44 rollout line (a response item or a state line)" if legacy else \
                 "a rollout line ({timestamp, type, payload})"
@@ -180,6 +190,8 @@ def _trajectory(lines: list[tuple[str, dict[str, Any]]], path: Path, legacy: boo
                     searches.pop(0)["id"] = p["call_id"]
                 else:
                     search_ids.append(p["call_id"])
+        elif kind not in ("response_item", "state"):
+            items[f"line:{kind}"] += 1  # a newer bookkeeping line
         else:
             item = p.get("type")
             if item == "message":

@@ -288,6 +288,19 @@ def test_codex_malformed(tmp_path):
     assert [r.locator for r in recs if r.error] == ["line 3"] and sum(1 for r in recs if r.data) == 1
     (r,) = list(codex.read(_write(tmp_path, "m.jsonl", lines(CX)[:2])))
     assert r.error[0] == "response_item"
+    # a line in the rollout envelope of a type this adapter does not know (Codex 0.163 writes
+    # world_state and token_usage_record lines) is bookkeeping: counted, the session accepted
+    rows = lines(CX)
+    stamp = rows[3]["timestamp"]
+    rows[4:4] = [{"timestamp": stamp, "type": "world_state", "payload": {"full": True, "state": {}}},
+                 {"timestamp": stamp, "type": "token_usage_record", "payload": {"turn_id": "t"}}]
+    (t,) = trajectories(codex, _write(tmp_path, "new.jsonl", rows))
+    assert t.metadata["items"] == {"line:world_state": 1, "line:token_usage_record": 1}
+    assert [m.role for m in t.messages] == ["system", "system", "user", "user", "assistant"]
+    # a line outside the envelope is still quarantined with its line and field
+    rows = lines(CX)[:3] + [{"type": "world_state", "state": {}}] + lines(CX)[3:]
+    recs = list(codex.read(_write(tmp_path, "odd.jsonl", rows)))
+    assert [(r.locator, r.error[0]) for r in recs if r.error] == [("line 4", "type")]
 
 
 def test_claude_code_one_response_split_by_its_tool_results(tmp_path):
