@@ -27,6 +27,11 @@ TEXT_PARTS = ("input_text", "output_text", "text")
 # a chat-completions field -> the Responses field it came from (for errors raised on the chat request)
 FROM_CHAT = {"messages": "input", "max_completion_tokens": "max_output_tokens", "response_format": "text"}
 LOGPROBS = "message.output_text.logprobs"
+# what to turn off in the harness that sent a tool this server cannot run (the Codex CLI sends both)
+HOSTED_TOOL_HINTS = {
+    "web_search": " (a search this server cannot run; Codex CLI: -c web_search='\"disabled\"')",
+    "namespace": " (a group of tools, e.g. the Codex CLI's sub-agents: codex --disable multi_agent)",
+}
 
 
 def new_id(prefix: str) -> str:
@@ -185,7 +190,8 @@ def _tools(tools: Any) -> list[dict[str, Any]]:
     for k, t in enumerate(tools):
         kind = t.get("type") if isinstance(t, dict) else None
         if kind != "function":
-            raise RequestError(f"tools[{k}]: only function tools are served, got type {kind!r}", "tools")
+            hint = HOSTED_TOOL_HINTS.get(kind, "")
+            raise RequestError(f"tools[{k}]: only function tools are served, got type {kind!r}{hint}", "tools")
         if not isinstance(t.get("name"), str):
             raise RequestError(f"tools[{k}]: a function tool needs 'name'", "tools")
         extra = sorted(set(t) - {"type", "name", "description", "parameters", "strict"})

@@ -17,8 +17,8 @@ The request fields (eval/chat_api.py checks them; any other field is a 400 namin
 `tool_choice` (none / auto / required / a named function: required and named calls are forced by
 constraining the decode to the template's tool-call form, the arguments to the tool's parameter
 schema where eval/json_grammar.py can enforce it), `parallel_tool_calls`, `temperature`,
-`top_p`, `max_tokens` / `max_completion_tokens` (capped by the model's context; default: the rest
-of the context), `n` (up to 16, one batch), `stop`, `seed`, `logprobs` / `top_logprobs`,
+`top_p`, `max_tokens` / `max_completion_tokens` (capped by the model's context; default: `--max-tokens`,
+else the rest of the context), `n` (up to 16, one batch), `stop`, `seed`, `logprobs` / `top_logprobs`,
 `response_format` (json_object, or json_schema by constrained decoding; a schema keyword that
 cannot be enforced is a 400 naming it), `presence_penalty` / `frequency_penalty` / `logit_bias`
 (OpenAI's formulas), `stream` / `stream_options.include_usage`, `model` (a name not served is a
@@ -85,8 +85,9 @@ class ChatModel:
     """A loaded checkpoint answering chat-completions requests."""
 
     def __init__(self, model, tokenizer, model_name: str = "flywheel", log_dir: str | Path | None = None,
-                 policy: str | None = None):
+                 policy: str | None = None, max_tokens: int | None = None):
         self.model, self.tokenizer, self.name = model, tokenizer, model_name
+        self.max_tokens = max_tokens  # a reply's length when the request sets none (None: the rest of the context)
         self.names = [model_name]
         self.fmt = ToolFormat.of(tokenizer)
         self.parser = _response_parser(tokenizer)
@@ -114,7 +115,7 @@ class ChatModel:
         if room < 1:
             raise RequestError(f"messages: the prompt is {len(ids)} tokens and the model's context is {self.context}",
                                "messages")
-        req.sampling.max_new_tokens = min(req.max_tokens or room, room)
+        req.sampling.max_new_tokens = min(req.max_tokens or self.max_tokens or room, room)
         constraint = constraint_for(req, self.fmt)
         return Job(req, text, ids, [Row(constraint=constraint) for _ in range(req.n)])
 
@@ -279,6 +280,9 @@ class ServeLog:
         context = [k for k, m in enumerate(prompt) if m["role"] == "assistant"]
         opening = json.dumps([m for m in prompt if m["role"] in ("system", "user")][:2], sort_keys=True)
         task = "served-" + hashlib.sha256(opening.encode()).hexdigest()[:16]
+        # the tools the model was offered: a dataset built from this log renders them as it was prompted
+        tools = {"tools": [{"type": "function", "function": t.get("function", t)} for t in job.req.tools]} \
+            if job.req.tools else {}
         lines = []
         for i, (reply, row, finish) in enumerate(zip(replies, job.rows, finishes)):
             turn = _canonical(reply)
@@ -289,7 +293,7 @@ class ServeLog:
                 "episode_id": f"{job.id}-{i}", "task_id": task, "messages": prompt + [turn], "suite": "served",
                 "source_format": "flywheel-serve", "policy": self.policy, "started_at": job.started, "ended_at": ended,
                 "metadata": {"context_messages": context, "request_id": job.id, "choice": i, "finish_reason": finish,
-                             **job.req.log_metadata}}, ensure_ascii=False) + "\n")
+                             **tools, **job.req.log_metadata}}, ensure_ascii=False) + "\n")
         path = self.folder / f"served-{time.strftime('%Y-%m-%d', time.gmtime(ended))}.jsonl"
         with self._lock, open(path, "a", encoding="utf-8") as f:
             f.write("".join(lines))
@@ -528,7 +532,10 @@ def is_local(host: str) -> bool:
         return False
 
 
-def _check_options(host: str, api_key: str | None, max_concurrency: int, max_queue: int) -> None:
+def _check_options(host: str, api_key: str | None, max_concurrency: int, max_queue: int,
+                   max_tokens: int | None = None) -> None:
+    if max_tokens is not None and max_tokens < 1:
+        raise EvalError(f"--max-tokens must be >= 1, got {max_tokens}")
     if not is_local(host) and not api_key:
         raise EvalError(f"--host {host} listens beyond this machine: give --api-key KEY (or set FLYWHEEL_API_KEY) "
                         "so that only callers with the key are served")
@@ -538,10 +545,11 @@ def _check_options(host: str, api_key: str | None, max_concurrency: int, max_que
 
 def make_server(model, tokenizer, host: str = "127.0.0.1", port: int = 0, model_name: str = "flywheel",
                 api_key: str | None = None, log_dir: str | Path | None = None, max_concurrency: int = 1,
-                max_queue: int = 64, policy: str | None = None) -> Server:
-    """A server (not yet serving: call its serve_forever) of the model; port 0 picks a free port."""
-    _check_options(host, api_key, max_concurrency, max_queue)
-    chat = ChatModel(model, tokenizer, model_name, log_dir=log_dir, policy=policy)
+                max_queue: int = 64, policy: str | None = None, max_tokens: int | None = None) -> Server:
+    """A server (not yet serving: call its serve_forever) of the model; port 0 picks a free port.
+    `max_tokens`: a reply's length when a request sets none (harnesses such as the Codex CLI never do)."""
+    _check_options(host, api_key, max_concurrency, max_queue, max_tokens)
+    chat = ChatModel(model, tokenizer, model_name, log_dir=log_dir, policy=policy, max_tokens=max_tokens)
     return Server(build_app(chat, api_key, max_concurrency, max_queue), host, port)
 
 
@@ -572,11 +580,12 @@ def checkpoint_server(checkpoint, load, host: str = "127.0.0.1", port: int = 800
                       **options) -> Server:
     """A server (not yet serving: call its serve_forever) of the checkpoint `flywheel serve --checkpoint`
     names: a round dir, a model folder or an adapter folder, loaded with `load` (eval.models.LoadOptions).
-    `options`: api_key, log_dir, max_concurrency, max_queue (see make_server)."""
+    `options`: api_key, log_dir, max_concurrency, max_queue, max_tokens (see make_server)."""
     from eval.checkpoints import resolve_checkpoint
     from eval.policy import load_checkpoint
 
-    _check_options(host, options.get("api_key"), options.get("max_concurrency", 1), options.get("max_queue", 64))
+    _check_options(host, options.get("api_key"), options.get("max_concurrency", 1), options.get("max_queue", 64),
+                   options.get("max_tokens"))
     base, adapter = resolve_checkpoint(checkpoint)
     model, tokenizer = load_checkpoint(base, adapter, load)
     return make_server(model, tokenizer, host, port, name or Path(checkpoint).resolve().name,

@@ -102,6 +102,13 @@ def test_max_output_tokens_makes_an_incomplete_response(tiny):
     resp = chat.response(job)
     assert resp["status"] == "incomplete" and resp["incomplete_details"] == {"reason": "max_output_tokens"}
     assert resp["usage"]["output_tokens"] == 3 and resp["output"][0]["status"] == "incomplete"
+    # the server's default (flywheel serve --max-tokens) when a request, as the Codex CLI's, sets none
+    capped = ChatModel(model, tok, max_tokens=5)
+    job = capped.prepare_response({"input": ASK})
+    assert job.req.sampling.max_new_tokens == 5
+    job = capped.prepare_response({"input": ASK, "max_output_tokens": 9})  # the request's own wins
+    assert job.req.sampling.max_new_tokens == 9
+    assert chat.prepare_response({"input": ASK}).req.sampling.max_new_tokens == chat.context - len(job.prompt_ids)
 
 
 def test_list_input_round_trip_of_a_function_call(tiny, served):
@@ -247,6 +254,10 @@ def test_refused_fields_and_models(served):
     assert status == 400 and "input[0].content[0]" in err["error"]["message"]
     status, err = _post(served, {"input": ASK, "tools": [{"type": "web_search"}]})
     assert status == 400 and "tools[0]" in err["error"]["message"]
+    assert "-c web_search=" in err["error"]["message"]  # what to turn off in the Codex CLI, which sends it
+    status, err = _post(served, {"input": ASK, "tools": [{"type": "namespace", "name": "multi_agent_v1",
+                                                          "tools": []}]})
+    assert status == 400 and "--disable multi_agent" in err["error"]["message"]
     status, err = _post(served, {"input": []})
     assert status == 400 and err["error"]["param"] == "input"
     status, err = _post(served, {"input": ASK, "max_output_tokens": 0})
@@ -287,6 +298,8 @@ def test_log_dir_covers_responses(tiny, tmp_path):
     follow = next(t for t in trajs if len(t.messages) > 2)
     assert [m.role for m in follow.messages] == ["system", "user", "assistant", "tool", "assistant"]
     assert follow.messages[2].tool_calls[0].name == "lookup" and follow.metadata["context_messages"] == [2]
+    # the tools the model was offered are logged: an SFT row of this log renders them as it was prompted
+    assert [t["function"]["name"] for t in follow.metadata["tools"]] == [t["name"] for t in TOOLS]
     assert {t.metadata.get("user") for t in trajs if len(t.messages) == 2} == {"agent-7"}
 
 

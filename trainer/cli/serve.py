@@ -27,6 +27,9 @@ def parser() -> argparse.ArgumentParser:
                     help="generations running at once (default 1)")
     ap.add_argument("--max-queue", type=int, default=64,
                     help="requests waiting for a generation slot before new ones get 503 (default 64)")
+    ap.add_argument("--max-tokens", type=int, default=None, metavar="N",
+                    help="a reply's length when the request sets no max_tokens / max_output_tokens (default: the "
+                         "rest of the model's context; harnesses such as the Codex CLI never set one)")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"],
                     help="weights' dtype (default float32; the recipe's model.dtype)")
     ap.add_argument("--attn-implementation", default="sdpa", choices=["sdpa", "eager", "flash_attention_2"],
@@ -47,7 +50,8 @@ def main(argv: list[str]) -> int:
     # the options carry the recipe's model.* names, so they read as a recipe's model section
     server = checkpoint_server(args.checkpoint, LoadOptions.of(args), args.host, args.port, args.name,
                                api_key=api_key_from_env(args.api_key), log_dir=args.log_dir,
-                               max_concurrency=args.max_concurrency, max_queue=args.max_queue)
+                               max_concurrency=args.max_concurrency, max_queue=args.max_queue,
+                               max_tokens=args.max_tokens)
     print(f"serving {args.checkpoint} at {base_url(server)} (Ctrl-C or SIGTERM stops)", flush=True)
     try:
         server.serve_forever()

@@ -1,0 +1,115 @@
+"""OpenAI's Codex CLI (the real binary, `openai-codex-cli-bin` from the package index) against
+`flywheel serve` on the real model, SmolLM2-135M-Instruct, over the Responses API: a custom model
+provider (`wire_api = "responses"`) in a private CODEX_HOME, one `codex exec` turn. The request
+Codex sends (its tools, `prompt_cache_key`, `client_metadata`, `include`, `reasoning.summary`,
+streaming) is served; the rollout Codex writes and the server's own log are both ingested, and they
+hold the same conversation.
+
+Codex also sends two tools the server cannot run (its hosted `web_search` and the `namespace` of
+its sub-agent tools): the first run leaves them on and shows the 400's advice reaching the user;
+the second turns them off as the advice says. The 135M model does not call Codex's tools of its own
+accord (tool calls parsed and executed are shown by tests/eval/test_inspect_real.py); what is shown
+here is the wire protocol of a real coding agent, and its logs feeding the store.
+
+Marked `real`: `make test-real` installs the harness extra (which carries the Codex binary) and the
+model."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.real
+
+
+@pytest.fixture(scope="module")
+def model_dir() -> Path:
+    path = Path(os.environ.get("FLYWHEEL_REAL_MODEL", Path.home() / ".cache/flywheel/models/smollm2-135m-instruct"))
+    if not (path / "config.json").exists():
+        pytest.fail(f"{path}: no real model; run `make real-model` first")
+    return path
+
+
+def _codex() -> Path:
+    try:
+        import codex_cli_bin
+    except ImportError:
+        pytest.fail("the Codex CLI is missing: pip install -e '.[harness]' (make test-real does)")
+    exe = Path(codex_cli_bin.__file__).parent / "bin" / "codex"
+    assert exe.exists(), exe
+    return exe
+
+
+def _run(exe: Path, home: Path, work: Path, prompt: str, *flags: str) -> list[dict]:
+    env = {**os.environ, "CODEX_HOME": str(home), "FLYWHEEL_API_KEY": "k"}
+    proc = subprocess.run([str(exe), "exec", "--json", "--skip-git-repo-check", "-c", "analytics.enabled=false",
+                           *flags, prompt], cwd=work, env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=900)
+    events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    return events + [{"type": "exit", "code": proc.returncode, "stderr": proc.stderr[-2000:]}]
+
+
+def test_codex_exec_turn_against_flywheel_serve(model_dir, tmp_path, capsys):
+    exe = _codex()
+    from data_pipeline.store import ExperienceStore
+    from eval.policy import load_checkpoint
+    from eval.serve import serving
+    from trainer.cli import main as cli
+
+    model, tok = load_checkpoint(model_dir)
+    home, work, served = tmp_path / "codex-home", tmp_path / "work", tmp_path / "served"
+    home.mkdir()
+    work.mkdir()
+    (work / "notes.txt").write_text("hello\n")
+    # a reply's length is capped by the server (Codex sends no max_output_tokens)
+    with serving(model, tok, model_name="smollm2", api_key="k", log_dir=served, max_tokens=24) as url:
+        (home / "config.toml").write_text(
+            'model = "smollm2"\nmodel_provider = "flywheel"\n\n[model_providers.flywheel]\nname = "flywheel"\n'
+            f'base_url = "{url}"\nenv_key = "FLYWHEEL_API_KEY"\nwire_api = "responses"\n')
+        # ---- 1. as configured out of the box: the server's 400 names the tool and what to turn off
+        first = _run(exe, home, work, "List the files here.")
+        errors = [e["message"] for e in first if e["type"] == "error"]
+        assert errors and all("only function tools are served" in m for m in errors), first
+        assert any("--disable multi_agent" in m or "web_search" in m for m in errors)
+        assert first[-1]["code"] != 0 and not any(e["type"] == "turn.completed" for e in first)
+        # ---- 2. as the advice says: the turn is served, streamed, and completes
+        events = _run(exe, home, work, "List the files here.", "--disable", "multi_agent",
+                      "-c", 'web_search="disabled"')
+    assert events[-1]["code"] == 0, events
+    assert not [e for e in events if e["type"] in ("error", "turn.failed")], events
+    (done,) = [e for e in events if e["type"] == "turn.completed"]
+    assert done["usage"]["input_tokens"] > 1000 and 1 <= done["usage"]["output_tokens"] <= 24
+    said = [e["item"]["text"] for e in events if e["type"] == "item.completed"
+            and e["item"]["type"] == "agent_message"]
+    assert len(said) == 1 and said[0].strip()
+
+    # the server's log: Codex's request as the model saw it, its client_metadata kept
+    rows = [json.loads(x) for f in served.glob("served-*.jsonl") for x in f.read_text().splitlines()]
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["messages"][-1]["role"] == "assistant" and row["messages"][-1]["content"].strip() == said[0].strip()
+    assert any(m["role"] == "user" and m["content"] == "List the files here." for m in row["messages"])
+    assert "x-codex-turn-metadata" in row["metadata"]["metadata"]["client_metadata"]
+    # the tools Codex offered are logged with the conversation (an SFT row renders them as prompted)
+    assert "exec_command" in {t["function"]["name"] for t in row["metadata"]["tools"]}
+
+    # ---- 3. both logs ingest: Codex's rollout (codex adapter) and the served log (flywheel's own)
+    (rollout,) = home.glob("sessions/*/*/*/rollout-*.jsonl")
+    capsys.readouterr()
+    assert cli(["ingest", str(rollout), str(served), "--store", str(tmp_path / "store"), "--json", "--quiet"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["read"] == summary["accepted"] + summary["duplicates"] + summary["quarantined"]
+    assert (summary["accepted"], summary["quarantined"]) == (2, 0), summary
+    assert sorted(summary["formats"].values()) == ["codex", "flywheel"]
+    trajs = {t.source_format: t for t in ExperienceStore(tmp_path / "store").trajectories()}
+    codex_t, served_t = trajs["codex"], trajs["flywheel"]
+    assert codex_t.policy == "smollm2" and codex_t.metadata["model_provider"] == "flywheel"
+    assert codex_t.metadata["cli_version"] and codex_t.metadata["originator"] == "codex_exec"
+    # the same conversation from both sides: Codex's turns and the model's reply
+    assert codex_t.messages[-1].content.strip() == served_t.messages[-1].content.strip() == said[0].strip()
+    assert [m.content for m in codex_t.messages if m.role == "user"] == \
+        [m.content for m in served_t.messages if m.role == "user"]
+    assert codex_t.duration_s and codex_t.duration_s > 0
