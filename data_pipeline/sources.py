@@ -56,9 +56,10 @@ def skip_note(path: Path) -> str | None:
     if name.startswith("."):
         return "hidden file"
     from .adapters.atif import side_file_note as harbor_note
+    from .adapters.openai_agents import side_file_note as responses_note
     from .adapters.swebench import side_file_note
 
-    return side_file_note(path) or harbor_note(path)
+    return side_file_note(path) or harbor_note(path) or responses_note(path)
 
 
 def _walk(root: Path) -> Iterator[Path]:

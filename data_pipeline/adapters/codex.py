@@ -13,15 +13,16 @@ instructions, git}`, then the bare response items and `{"record_type": "state", 
 time but the session's start; they read the same way (`metadata.legacy`).
 
 One trajectory per file, `task_id` `codex/<session id>`. Messages, in file order, from the
-`response_item`s: `message` (role developer / system -> system, user, assistant; content items
-input_text / output_text as text, images as a placeholder); `function_call` -> a tool call of the
-assistant turn it follows (name, `arguments` parsed from its JSON string, `call_id` as id);
+`response_item`s (read by responses_items.py, shared with the openai-agents adapter): `message`
+(role developer / system -> system, user, assistant; content items input_text / output_text as
+text, images as a placeholder); `function_call` -> a tool call of the assistant turn it follows
+(name, `arguments` parsed from its JSON string, `call_id` as id);
 `custom_tool_call` (freeform input, e.g. apply_patch) -> a tool call with arguments `{"input": ...}`;
 `local_shell_call` -> a `local_shell` tool call with its exec action as arguments;
 `web_search_call` -> a `web_search` tool call with its action (the search runs server-side: no
 result item; rollouts write the item without its id, so the call takes the `call_id` of the
-`web_search_end` event beside it, in order, or `web_search_<n>` without one); `function_call_output` / `custom_tool_call_output` -> a `tool` message with
-`tool_call_id` = `call_id` and the call's name. `reasoning` items (summaries; the content is
+`web_search_end` event beside it, in order, or `web_search_<n>` without one);
+`function_call_output` / `custom_tool_call_output` -> a `tool` message with `tool_call_id` = `call_id` and the call's name. `reasoning` items (summaries; the content is
 encrypted) are not part of the reply: counted in `metadata.reasoning_items`; ghost snapshots and
 compaction items are the harness's bookkeeping: counted in `metadata.items`. The session's base
 instructions (`session_meta.base_instructions.text`), the system prompt the model saw, become the
@@ -40,15 +41,12 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
 from . import Record, bad
-from .common import MappingError, head_text, iso_seconds, jsonl_objects, mapped, record_times, text_of
+from .common import MappingError, head_text, iso_seconds, jsonl_objects, mapped, record_times
+from .responses_items import ITEM_TYPES, add_item, item_type
 
 SESSION = True  # one file, one growing conversation (data_pipeline/live.py)
 NAME = "codex"
 _LINE_TYPES = ("session_meta", "response_item", "event_msg", "turn_context", "compacted")
-_ROLES = {"developer": "system", "system": "system", "user": "user", "assistant": "assistant"}
-_CALLS = ("function_call", "custom_tool_call", "local_shell_call", "web_search_call")
-_OUTPUTS = ("function_call_output", "custom_tool_call_output")
-_ITEM_TYPES = ("message", "reasoning", *_CALLS, *_OUTPUTS)
 _META_START, _META_TYPE = '{"timestamp":', '"type":"session_meta","payload":{'  # a cut-off first line
 _LEGACY_META = {"id", "timestamp", "instructions", "git"}  # the first line of a rollout before 0.44
 
@@ -89,7 +87,7 @@ def detect(path: Path, head: bytes) -> bool:
         nxt = json.loads(rest.partition("\n")[0])
     except ValueError:
         return False
-    return isinstance(nxt, dict) and (nxt.get("record_type") == "state" or nxt.get("type") in _ITEM_TYPES)
+    return isinstance(nxt, dict) and (nxt.get("record_type") == "state" or nxt.get("type") in ITEM_TYPES)
 
 
 def _legacy(loc: str, obj: Any, first: bool) -> dict[str, Any] | None:
@@ -124,33 +122,6 @@ def read(path: Path) -> Iterator[Record]:
         yield bad("file", "<session>", "no rollout lines in this file")
         return
     yield mapped(f"session ({lines[0][0]})", _trajectory, lines, path, bool(legacy))
-
-
-def _output_text(loc: str, output: Any) -> str:
-    """A call's output: a string, content items (Responses API), or the older {content, success}."""
-    if isinstance(output, dict) and "content" in output:
-        output = output["content"]
-    try:
-        return text_of(output)
-    except MappingError:
-        got = type(output).__name__
-        raise MappingError(f"{loc}.payload.output", f"expected text or content items, got {got}") from None
-
-
-def _call(loc: str, p: dict[str, Any]) -> dict[str, Any]:
-    kind = p["type"]
-    if kind == "function_call":
-        name, args = p.get("name"), p.get("arguments", "{}")
-    elif kind == "custom_tool_call":
-        name, args = p.get("name"), {"input": p.get("input")}
-    elif kind == "local_shell_call":
-        action = p.get("action") if isinstance(p.get("action"), dict) else {}
-        name, args = "local_shell", {k: v for k, v in action.items() if k != "type"}
-    else:  # web_search_call
-        name, args = "web_search", p.get("action") if isinstance(p.get("action"), dict) else {}
-    if not isinstance(name, str) or not name:
-        raise MappingError(f"{loc}.payload.name", f"a {kind} needs a name")
-    return {"name": name, "arguments": args, "id": p.get("call_id") or p.get("id")}
 
 
 def _trajectory(lines: list[tuple[str, dict[str, Any]]], path: Path, legacy: bool) -> dict[str, Any]:
@@ -193,36 +164,16 @@ def _trajectory(lines: list[tuple[str, dict[str, Any]]], path: Path, legacy: boo
         elif kind not in ("response_item", "state"):
             items[f"line:{kind}"] += 1  # a newer bookkeeping line
         else:
-            item = p.get("type")
-            if item == "message":
-                role = _ROLES.get(p.get("role"))
-                if role is None:
-                    raise MappingError(f"{loc}.payload.role", f"unknown role {p.get('role')!r}")
-                try:
-                    content = text_of(p.get("content"))
-                except MappingError:
-                    raise MappingError(f"{loc}.payload.content", "expected text or content items") from None
-                msgs.append({"role": role, "content": content, "tool_calls": []})
-            elif item in _CALLS:
-                call = _call(loc, p)
-                if call["id"] is None and item == "web_search_call":
-                    if search_ids:
-                        call["id"] = search_ids.pop(0)
-                    else:
-                        searches.append(call)
-                if isinstance(call["id"], str):
-                    names[call["id"]] = call["name"]
-                if msgs and msgs[-1]["role"] == "assistant":
-                    msgs[-1]["tool_calls"].append(call)  # calls of the same response as its message
+            item = add_item(msgs, p, f"{loc}.payload", names)
+            if item_type(p) == "web_search_call" and msgs[-1]["tool_calls"][-1]["id"] is None:
+                call = msgs[-1]["tool_calls"][-1]
+                if search_ids:
+                    call["id"] = search_ids.pop(0)
                 else:
-                    msgs.append({"role": "assistant", "content": "", "tool_calls": [call]})
-            elif item in _OUTPUTS:
-                call_id = p.get("call_id")
-                msgs.append({"role": "tool", "content": _output_text(loc, p.get("output")), "tool_call_id": call_id,
-                             "name": names.get(call_id)})
-            elif item == "reasoning":
+                    searches.append(call)
+            if item == "reasoning":
                 reasoning += 1
-            else:
+            elif item is not None:
                 items[str(item)] += 1
     for n, call in enumerate(searches, 1):
         call["id"] = f"web_search_{n}"

@@ -11,13 +11,31 @@ One trajectory per trace (locator `trace <id>`); spans are read in `started_at` 
   `openai` adapter reads messages, the resent history is dropped (otel_genai.merge_history), and a
   handoff's new instructions appear as a system message where they first apply. `model` is the
   policy; the span's duration is the output's `duration_s`.
+- `response` spans (runs on the Responses API, OpenAIResponsesModel: the SDK's default model) carry
+  only a `response_id`. They are joined to the Responses themselves, which the user gives in
+  `*.responses.jsonl` files (or `.responses.jsonl.gz`) in the trace file's folder: one OpenAI
+  Response object per line, as `client.responses.retrieve(id)` or the `/v1/responses` body returns
+  it ({"object": "response", "id": "resp_...", "model", "instructions", "output": [...], "usage",
+  "created_at", ...}), with the request's `input` added as an `input` key: a string, or the list of
+  input items as sent (or `client.responses.input_items.list(id, order="asc").data`). One shape, a
+  Response plus its input, because the Response already echoes the request's instructions, model
+  and tools: `input` is the only thing it lacks, and a Response stored by a logging proxy or
+  fetched by id is kept unchanged. These files are side files (sources.skip_note), not records.
+  `instructions` become the system message, `input` and `output` items are read as Codex
+  rollouts' (responses_items.py: message roles developer -> system, input_text / output_text parts,
+  function_call {name, arguments, call_id} -> an assistant tool call, function_call_output
+  {call_id, output} -> its tool result; reasoning items are counted in `metadata.reasoning_items`,
+  not kept), the resent history is dropped as for generations, the Response's `model` is the
+  policy, its `usage` is summed in `metadata.usage`, the span's duration is the output's
+  `duration_s`. A trace with a response span whose Response is not given is quarantined, naming
+  the ids and this way out.
 - `function` spans (name, input: the arguments as JSON, output) answer the tool calls that no
-  later generation input answers, in order per tool name (the span has no call id); the others
-  are already paired by the tool messages (tool_call_id) of the inputs.
+  later model input answers, in order per tool name (the span has no call id); the others
+  are already paired by the tool messages (tool_call_id) / function_call_output items (call_id)
+  of the inputs.
 - `handoff` spans (from_agent, to_agent) are listed in `metadata.handoffs`, `agent` spans'
   names in `metadata.agents`, span `error`s in `metadata.errors`.
-A trace without generation content is quarantined with the reason: runs on the Responses API
-model export `response` spans that carry only a response id, no messages.
+A trace without generation or response content is quarantined with the reason.
 
 Outcome: the outcome places (common.log_outcome) of the trace's `metadata`; else unlabeled (the
 format has no outcome). task_id: the trace metadata's `task_id`, else `openai-agents/<workflow
@@ -26,16 +44,23 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
 
-from . import Record, bad
+from . import HEAD_BYTES, Record, bad
 from .common import (MappingError, head_text, iso_seconds, jsonl_objects, load_document, log_outcome, mapped,
-                     stable_id)
+                     read_bytes, stable_id)
 from .openai_chat import message
 from .otel_genai import merge_history
+from .responses_items import add_item
 
 NAME = "openai-agents"
+RESPONSES_SUFFIXES = (".responses.jsonl", ".responses.jsonl.gz")
+_RESPONSE_OBJECT = re.compile(r'"object"\s*:\s*"response"')
+_WAY_OUT = ("give the Responses as a *.responses.jsonl file beside the trace file: one Response object per line "
+            "(client.responses.retrieve(id) or the /v1/responses body) with the request's `input` added")
 
 
 def detect(path: Path, head: bytes) -> bool:
@@ -73,14 +98,110 @@ def _chat(msgs: Any, where: str, names: dict[str, str]) -> list[dict[str, Any]]:
     return [message(m, f"{where}[{i}]", names) for i, m in enumerate(msgs)]
 
 
-def trace(spans: list[dict[str, Any]], path: Path, loc: str, head: dict[str, Any] | None) -> dict[str, Any]:
+def side_file_note(path: Path) -> str | None:
+    """A `*.responses.jsonl` file of Response objects: not trajectories of its own, joined to the
+    response spans of the trace exports in its folder (sources.skip_note)."""
+    if not path.name.lower().endswith(RESPONSES_SUFFIXES):
+        return None
+    try:
+        with open(path, "rb") as f:
+            head = f.read(HEAD_BYTES)
+    except OSError:
+        return None
+    if _RESPONSE_OBJECT.search(head_text(path, head)):
+        return "OpenAI Responses; joined by the openai-agents adapter to the response spans of the trace exports beside it"
+    return None
+
+
+def _responses_beside(path: Path) -> tuple[dict[str, dict[str, Any]], tuple[str, ...]]:
+    """The Response objects of the `*.responses.jsonl` files in the trace file's folder, by id, and
+    the problems met (lines that are not Response objects)."""
+    try:
+        files = sorted(p for p in path.parent.iterdir() if p.is_file() and p != path
+                       and p.name.lower().endswith(RESPONSES_SUFFIXES))
+        key = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files)
+    except OSError as e:
+        return {}, (f"cannot list {path.parent}: {e}",)
+    return _load_responses(key)
+
+
+@lru_cache(maxsize=8)
+def _load_responses(key: tuple[tuple[str, int, int], ...]) -> tuple[dict[str, dict[str, Any]], tuple[str, ...]]:
+    found: dict[str, dict[str, Any]] = {}
+    problems: list[str] = []
+    for name, _, _ in key:
+        p = Path(name)
+        try:
+            lines = read_bytes(p).splitlines()
+        except (OSError, EOFError) as e:
+            problems.append(f"{p.name}: cannot read: {e}")
+            continue
+        for n, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                problems.append(f"{p.name} line {n}: not JSON")
+                continue
+            if not (isinstance(obj, dict) and obj.get("object") == "response" and isinstance(obj.get("id"), str)):
+                problems.append(f"{p.name} line {n}: not a Response object ({{\"object\": \"response\", \"id\", ...}})")
+                continue
+            found.setdefault(obj["id"], obj)
+    return found, tuple(problems)
+
+
+def _response(resp: dict[str, Any], where: str, names: dict[str, str]) -> tuple[list, list, int]:
+    """A Response -> (the messages its request sent: `instructions` as the system message, then
+    `input`; the messages of its `output`; the number of reasoning items in its output)."""
+    inputs: list[dict[str, Any]] = []
+    instructions = resp.get("instructions")
+    if isinstance(instructions, str) and instructions:
+        inputs.append({"role": "system", "content": instructions, "tool_calls": []})
+    elif isinstance(instructions, list):  # a prompt template's instructions: input items
+        for k, item in enumerate(instructions):
+            if isinstance(item, dict):
+                add_item(inputs, item, f"{where}.instructions[{k}]", names)
+    given = resp.get("input", None)
+    if isinstance(given, str):
+        inputs.append({"role": "user", "content": given, "tool_calls": []})
+    elif isinstance(given, list):
+        for k, item in enumerate(given):
+            if not isinstance(item, dict):
+                raise MappingError(f"{where}.input[{k}]", f"expected an input item, got {type(item).__name__}")
+            add_item(inputs, item, f"{where}.input[{k}]", names)
+    elif "input" not in resp:
+        raise MappingError(f"{where}.input", "the Response has no `input`: add the request's input (a string or "
+                           "the list of input items as sent; or client.responses.input_items.list(id, "
+                           "order=\"asc\").data) as `input`")
+    else:
+        raise MappingError(f"{where}.input", f"expected a string or a list of input items, got "
+                           f"{type(given).__name__}")
+    output = resp.get("output")
+    if not isinstance(output, list):
+        raise MappingError(f"{where}.output", f"expected a list of output items, got {type(output).__name__}")
+    outputs: list[dict[str, Any]] = []
+    reasoning = 0
+    for k, item in enumerate(output):
+        if not isinstance(item, dict):
+            raise MappingError(f"{where}.output[{k}]", f"expected an output item, got {type(item).__name__}")
+        if add_item(outputs, item, f"{where}.output[{k}]", names) == "reasoning":
+            reasoning += 1
+    return inputs, outputs, reasoning
+
+
+def trace(spans: list[dict[str, Any]], path: Path, loc: str, head: dict[str, Any] | None,
+          responses: tuple[dict[str, dict[str, Any]], tuple[str, ...]] = ({}, ())) -> dict[str, Any]:
     head = head or {}
     ordered = sorted(spans, key=lambda s: (iso_seconds(s.get("started_at")) or 0.0, iso_seconds(s.get("ended_at")) or 0.0))
     messages: list[dict[str, Any]] = []
     names: dict[str, str] = {}
     models, agents, handoffs, errors = [], [], [], []
     functions: dict[str, list[dict[str, Any]]] = {}
-    generations = 0
+    generations = reasoning = 0
+    response_ids: list[str] = []
+    missing: list[str] = []
+    usage: dict[str, int] = {}
     for s in ordered:
         data = s.get("span_data")
         if not isinstance(data, dict):
@@ -104,10 +225,37 @@ def trace(spans: list[dict[str, Any]], path: Path, loc: str, head: dict[str, Any
             if outputs and start is not None and end is not None and math.isfinite(end - start) and end >= start:
                 outputs[0]["duration_s"] = end - start
             messages.extend(outputs)
-    if not generations:
+        elif kind == "response":
+            rid = data.get("response_id")
+            resp = responses[0].get(rid) if isinstance(rid, str) else None
+            if resp is None:
+                missing.append(str(rid))
+                continue
+            response_ids.append(rid)
+            if resp.get("model"):
+                models.append(str(resp["model"]))
+            for k, v in (resp.get("usage") or {}).items() if isinstance(resp.get("usage"), dict) else ():
+                if k in ("input_tokens", "output_tokens", "total_tokens") and isinstance(v, int):
+                    usage[k] = usage.get(k, 0) + v
+            inputs, outputs, n = _response(resp, f"response {rid}", names)
+            reasoning += n
+            merge_history(messages, inputs)
+            start, end = iso_seconds(s.get("started_at")), iso_seconds(s.get("ended_at"))
+            if outputs and start is not None and end is not None and math.isfinite(end - start) and end >= start:
+                outputs[0]["duration_s"] = end - start
+            messages.extend(outputs)
+    if missing or not (generations or response_ids):
         kinds = sorted({str((s.get("span_data") or {}).get("type")) for s in spans if isinstance(s.get("span_data"), dict)})
-        raise MappingError("span_data.input", f"no generation span with messages in this trace (span types: "
-                           f"{', '.join(kinds)}); Responses-API runs export only response ids")
+        why = f"span types: {', '.join(kinds)}"
+        if not generations:
+            why = f"no generation span with messages in this trace ({why}); Responses-API runs export only response ids"
+        if missing:
+            shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+            why += (f"; {len(missing)} of {len(missing) + len(response_ids)} response spans name a Response not "
+                    f"given ({shown}): {_WAY_OUT}")
+            if responses[1]:
+                why += f" ({len(responses[1])} lines of the Responses files beside it were not read: {responses[1][0]})"
+        raise MappingError("span_data.input", why)
     # function spans answer the calls no later input answered, in order per tool name
     answered = {m.get("tool_call_id") for m in messages if m["role"] == "tool"}
     used = {name: sum(1 for m in messages if m["role"] == "tool" and m.get("name") == name) for name in functions}
@@ -132,6 +280,10 @@ def trace(spans: list[dict[str, Any]], path: Path, loc: str, head: dict[str, Any
                             "workflow_name": head.get("workflow_name"), "group_id": head.get("group_id"),
                             "trace_metadata": meta_in or None, "agents": list(dict.fromkeys(agents)) or None,
                             "spans": len(spans), "generations": generations}
+    if response_ids:
+        meta.update(responses=len(response_ids), response_ids=response_ids, reasoning_items=reasoning)
+        if usage:
+            meta["usage"] = usage
     if handoffs:
         meta["handoffs"] = handoffs
     if errors:
@@ -162,9 +314,13 @@ def read(path: Path) -> Iterator[Record]:
         else:
             yield bad(loc, "object", f"expected a trace or trace.span export item, got {obj!r}",
                       json.dumps(item, default=str)[:1024])
+    responses = None  # the Responses beside the file, read when a trace has a response span
     for tid, members in spans.items():
         loc = f"trace {tid}"
         if not members:
             yield bad(loc, "spans", "a trace with no spans in this file")
             continue
-        yield mapped(loc, trace, members, path, loc, heads.get(tid))
+        if responses is None and any((s.get("span_data") or {}).get("type") == "response" for s in members
+                                     if isinstance(s.get("span_data"), dict)):
+            responses = _responses_beside(path)
+        yield mapped(loc, trace, members, path, loc, heads.get(tid), responses or ({}, ()))

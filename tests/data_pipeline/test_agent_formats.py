@@ -3,7 +3,8 @@ its SOURCE.md): ATIF (Harbor / Terminal-Bench; real harbor files + one synthetic
 OpenTelemetry GenAI spans as OTLP JSON (no real public sample was found: one file written by
 OpenTelemetry's own Python packages, see tests/fixtures/otel-genai/make_real.py, and one synthetic
 file after the semantic conventions) and OpenAI Agents SDK trace exports (written by the SDK
-itself, see tests/fixtures/openai-agents/make_trace.py). Counts add up, tool calls are paired with their
+itself, see tests/fixtures/openai-agents/make_trace.py; real Responses-API captures are read in
+test_agents_responses.py). Counts add up, tool calls are paired with their
 results, copied context is marked, and values match the original files. Auto-detection picks the
 right format for these files and the new detectors claim none of the shared samples."""
 from __future__ import annotations
