@@ -1,8 +1,15 @@
-"""OpenTelemetry GenAI spans as OTLP JSON: one `ExportTraceServiceRequest` ({"resourceSpans":
-[{resource, scopeSpans: [{scope, spans: [...]}]}]}) per file, or one per line (the collector's
-file exporter). Attribute values are OTLP AnyValues (stringValue, intValue as a number or a
-string, doubleValue, boolValue, arrayValue, kvlistValue); span ids may be hex (OTLP/JSON) or
-base64 (protobuf's JSON mapping), and are only compared, never decoded.
+"""OpenTelemetry GenAI spans, from three kinds of file:
+- OTLP JSON: one `ExportTraceServiceRequest` ({"resourceSpans": [{resource, scopeSpans (or the
+  older instrumentationLibrarySpans): [{scope, spans: [...]}]}]}) per file, or one per line (the
+  collector's file exporter). Attribute values are OTLP AnyValues (stringValue, intValue as a number
+  or a string, doubleValue, boolValue, arrayValue, kvlistValue); span ids may be hex (OTLP/JSON) or
+  base64 (protobuf's JSON mapping), and are only compared, never decoded;
+- a Grafana Tempo trace export: the same with `batches` in place of `resourceSpans` (or Tempo's v2
+  {"trace": {"resourceSpans"}}); kind strings, numbers for timestamps / ints are read as they come;
+- a Jaeger JSON export ({"data": [{traceID, spans: [{traceID, spanID, operationName, references,
+  startTime, duration (µs), tags: [{key, type, value}], processID}], processes}]}): tags become the
+  attributes, the process's tags and serviceName the resource attributes, the CHILD_OF reference the
+  parent, µs become ns (`_jaeger_spans`); span logs (events) are not read.
 
 Spans are grouped into one trajectory per `gen_ai.conversation.id` (a trace whose spans carry one
 belongs to that conversation), else one per trace (locators `conversation <id>` / `trace <id>`),
@@ -11,25 +18,49 @@ enclosing span, as the OpenAI instrumentation on its own writes it, is a trace o
 Within a group, spans are read in start-time order, following the GenAI semantic conventions
 (gen-ai-input-messages.json / gen-ai-output-messages.json):
 - an inference span (`gen_ai.input.messages` and/or `gen_ai.output.messages`; chat,
-  text_completion, generate_content, invoke_agent) contributes its input messages, minus the
-  conversation so far when the input repeats it (chat history is usually resent; see
-  `merge_history`), then its output messages; `gen_ai.system_instructions` becomes the leading
-  system message;
+  text_completion, generate_content, invoke_agent; or the older OpenLLMetry / traceloop attributes,
+  below) contributes its input messages, minus the conversation so far when the input repeats it
+  (chat history is usually resent; see `merge_history`), then its output messages;
+  `gen_ai.system_instructions` becomes the leading system message;
+- layers: an inference span that encloses another inference span (an agent framework's span
+  around the client instrumentation's span of the same model call, e.g. Google ADK's `call_llm` /
+  `generate_content` around OpenLLMetry's `openai.chat`) is not read: only the innermost
+  (`metadata.layered_inference_spans` counts the skipped ones). ADK's own
+  `gcp.vertex.agent.llm_request` / `llm_response` are not read as messages;
+- agents: each inference span continues the conversation whose messages so far (system aside) are
+  the longest prefix of its input, else the latest one of the same agent (the nearest enclosing
+  `invoke_agent` span's `gen_ai.agent.name`, else the service.name); a call that continues none and
+  runs in another agent (a sub-agent called as a tool, given only its instruction) starts that
+  agent's own trajectory, episode `<group> / agent <name>` (`metadata.parent_episode`; the first
+  trajectory lists them in `metadata.sub_agents`);
 - message parts: `text` -> content, `tool_call` {id, name, arguments} -> a tool call,
   `tool_call_response` {id, response} -> a `tool` message answering that id (also when a provider
-  puts it in a user message), `reasoning` -> kept in `metadata.reasoning` by message index,
-  blob / file / uri -> a `[modality]` placeholder; a message given as {role, content} (older
-  instrumentations) is read too;
-- an `execute_tool` span (gen_ai.tool.name, gen_ai.tool.call.id, gen_ai.tool.call.arguments,
-  gen_ai.tool.call.result) whose call id an assistant message made, and that no message answers,
-  becomes the tool message after that call; one whose call no captured message made is counted in
-  `metadata.unpaired_tool_spans` (its name, id, arguments and result kept there);
+  puts it in a user message; a response that is a list of text parts, as MCP / LangChain tool
+  messages are, possibly JSON-encoded, is their text), `reasoning` -> kept in `metadata.reasoning` by
+  message index, blob / file / uri -> a `[modality]` placeholder; a message given as {role, content}
+  (older instrumentations) is read too;
+- the older OpenLLMetry / traceloop attributes, read when a span has no gen_ai.input/output.messages:
+  `gen_ai.prompt.N.role` / `.content` / `.tool_call_id` / `.tool_calls.M.id|name|arguments` (the
+  input messages, N in order) and `gen_ai.completion.N.role` / `.content` / `.finish_reason` /
+  `.tool_calls.M.id|name|arguments` / `.function_call.name|arguments` (the output); a `tool` role's
+  content answers its tool_call_id, arguments given as JSON strings are parsed, a content that is a
+  JSON list of content parts becomes their text; roles developer -> system, model / ai -> assistant,
+  human -> user, function -> tool; `llm.request.functions.N.name|description|parameters` ->
+  metadata.tools (when there is no gen_ai.tool.definitions);
+- an `execute_tool` span (gen_ai.tool.name, gen_ai.tool.call.id, else the LangChain run kwargs'
+  `tool_call_id` inside gen_ai.tool.call.arguments; gen_ai.tool.call.arguments,
+  gen_ai.tool.call.result, else ADK's `gcp.vertex.agent.tool_response`) whose call id an assistant
+  message made, and that no message answers, becomes the tool message after that call; one whose
+  call no captured message made is counted in `metadata.unpaired_tool_spans` (its name, id,
+  arguments and result kept there);
 - `gen_ai.tool.definitions` -> metadata.tools; model: `gen_ai.response.model`, else
-  `gen_ai.request.model`; each output's inference span duration is the step's `duration_s`.
+  `gen_ai.request.model`, else (both missing or "unknown", as LangChain callbacks write them) an
+  `*.ls_model_name` association property; each output's inference span duration is the step's
+  `duration_s`.
 A trace with no GenAI span, or whose GenAI spans carry no message content (content capture is
 opt-in), is quarantined with that reason. OpenTelemetry has no outcome field: every trajectory is
 unlabeled. task_id: `otel/` + a hash of the first user message. Interaction time: first span start
-to last span end."""
+to last span end of the group (a sub-agent's trajectory: of its own spans)."""
 from __future__ import annotations
 
 import json
@@ -203,8 +234,8 @@ def _response_text(r: Any) -> str:
             r = json.loads(r)
         except json.JSONDecodeError:
             return r
-    if isinstance(r, list) and r and all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
-                                         for p in r):
+    if isinstance(r, list) and r and all(
+            isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in r):
         return "\n".join(p["text"] for p in r)
     return r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)
 
@@ -365,6 +396,19 @@ def _legacy_messages(a: dict[str, Any], which: str) -> list[dict[str, Any]] | No
     return out
 
 
+_LEGACY_FN = re.compile(r"llm\.request\.functions\.(\d+)\.(name|description|parameters)")
+
+
+def _legacy_tools(a: dict[str, Any]) -> list[dict[str, Any]]:
+    """OpenLLMetry's `llm.request.functions.N.{name, description, parameters}` as OpenAI tools."""
+    fns: dict[int, dict[str, Any]] = {}
+    for k, v in a.items():
+        m = _LEGACY_FN.fullmatch(k)
+        if m:
+            fns.setdefault(int(m.group(1)), {})[m.group(2)] = _arguments(v) if m.group(2) == "parameters" else v
+    return tools_to_openai([fns[n] for n in sorted(fns)])
+
+
 def _raw_messages(a: dict[str, Any], which: str, sid: str) -> Any:
     key = "gen_ai.input.messages" if which == "prompt" else "gen_ai.output.messages"
     if key in a:
@@ -430,11 +474,20 @@ def _agent_of(s: dict[str, Any], by_id: dict[str, dict[str, Any]]) -> tuple[str,
     while cur is not None and id(cur) not in seen:
         seen.add(id(cur))
         a = cur["_attrs"]
-        if a.get("gen_ai.operation.name") in ("invoke_agent", "create_agent"):
+        if a.get("gen_ai.operation.name") == "invoke_agent":
             return f"agent {a.get('gen_ai.agent.name') or cur.get('spanId')}", cur
         p = cur.get("parentSpanId")
         cur = by_id.get(str(p)) if p else None
     return f"service {s['_resource'].get('service.name') or ''}", None
+
+
+def _provider(spans: list[dict[str, Any]]) -> Any:
+    return next((s["_attrs"].get("gen_ai.provider.name") or s["_attrs"].get("gen_ai.system")
+                 for s in spans if s["_attrs"].get("gen_ai.provider.name") or s["_attrs"].get("gen_ai.system")), None)
+
+
+def _agent_name(agent: str) -> str | None:
+    return agent.split(" ", 1)[1] if agent.startswith("agent ") else None
 
 
 class _Thread:
@@ -501,6 +554,8 @@ def conversations(spans: list[dict[str, Any]], path: Path, loc: str, key: str) -
         t.spans.append(s)
         if not t.tools and a.get("gen_ai.tool.definitions") is not None:
             t.tools = tools_to_openai(_json_attr(a, "gen_ai.tool.definitions", sid))
+        if not t.tools:
+            t.tools = _legacy_tools(a)
         model = _model(a)
         if model:
             t.models.append(model)
@@ -538,8 +593,7 @@ def conversations(spans: list[dict[str, Any]], path: Path, loc: str, key: str) -
         while at + 1 < len(msgs) and msgs[at + 1]["role"] == "tool":
             at += 1
         msgs.insert(at + 1, {"role": "tool", "content": content, "tool_call_id": call_id})
-    provider = next((s["_attrs"].get("gen_ai.provider.name") or s["_attrs"].get("gen_ai.system")
-                     for s in genai if s["_attrs"].get("gen_ai.provider.name") or s["_attrs"].get("gen_ai.system")), None)
+    provider = _provider(genai)
     keys = [key] + [f"{key} / {t.agent}" for t in threads[1:]]
     for i in range(1, len(keys)):  # two threads of one agent name: number them
         if keys.index(keys[i]) < i:
@@ -558,15 +612,16 @@ def conversations(spans: list[dict[str, Any]], path: Path, loc: str, key: str) -
         timed = spans if n == 0 else t.spans  # the first thread spans the whole group
         starts = [x for x in (_nanos(s.get("startTimeUnixNano")) for s in timed) if x]
         ends = [x for x in (_nanos(s.get("endTimeUnixNano")) for s in timed) if x]
-        own = [x.agent.split(" ", 1)[1] for x in threads[1:] if x.agent.startswith("agent ")]
-        thread_agents = (([t.agent.split(" ", 1)[1]] if t.agent.startswith("agent ") else []) if n
-                         else [x for x in agents if x not in own] if len(threads) > 1 and t.agent not in
-                         {x.agent for x in threads[1:]} else agents)
+        if n == 0:  # the group's agent names, but a sub-agent's own
+            subs = {_agent_name(x.agent) for x in threads[1:]} - {_agent_name(t.agent), None}
+            thread_agents = [x for x in agents if x not in subs]
+        else:
+            thread_agents = [x for x in [_agent_name(t.agent)] if x]
         resource = next((s["_resource"] for s in t.spans if _is_inference(s["_attrs"])), genai[0]["_resource"])
-        meta: dict[str, Any] = {"group": key, "trace_ids": sorted({str(s.get("traceId")) for s in (spans if n == 0 else t.spans)}),
-                                "spans": len(spans) if n == 0 else len(t.spans), "genai_spans": len(genai),
-                                "service": resource.get("service.name"),
-                                "agents": sorted(set(thread_agents)) or None, "provider": provider}
+        meta: dict[str, Any] = {"group": key, "trace_ids": sorted({str(s.get("traceId")) for s in timed}),
+                                "spans": len(timed), "genai_spans": len(genai), "service": resource.get("service.name"),
+                                "agents": sorted(set(thread_agents)) or None,
+                                "provider": _provider([x for x in t.spans if _is_inference(x["_attrs"])]) or provider}
         if t.tools:
             meta["tools"] = t.tools
         if reasoning:
@@ -581,8 +636,6 @@ def conversations(spans: list[dict[str, Any]], path: Path, loc: str, key: str) -
             meta["parent_episode"] = key
         first_user = next((m["content"] for m in messages if m["role"] == "user"), "")
         category = thread_agents[0] if thread_agents else str(resource.get("service.name") or "")
-        if n and not thread_agents:
-            category = t.agent.split(" ", 1)[1]
         records.append({"episode_id": k, "task_id": "otel/" + stable_id(first_user), "suite": "",
                         "category": category, "policy": t.models[-1] if t.models else "", "source_format": NAME,
                         "started_at": min(starts) / 1e9 if starts else None,
