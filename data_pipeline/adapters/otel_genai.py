@@ -25,8 +25,7 @@ Within a group, spans are read in start-time order, following the GenAI semantic
 - layers: an inference span that encloses another inference span (an agent framework's span
   around the client instrumentation's span of the same model call, e.g. Google ADK's `call_llm` /
   `generate_content` around OpenLLMetry's `openai.chat`) is not read: only the innermost
-  (`metadata.layered_inference_spans` counts the skipped ones). ADK's own
-  `gcp.vertex.agent.llm_request` / `llm_response` are not read as messages;
+  (`metadata.layered_inference_spans` counts the skipped ones);
 - agents: each inference span continues the conversation whose messages so far (system aside) are
   the longest prefix of its input, else the latest one of the same agent (the nearest enclosing
   `invoke_agent` span's `gen_ai.agent.name`, else the service.name); a call that continues none and
@@ -47,6 +46,14 @@ Within a group, spans are read in start-time order, following the GenAI semantic
   JSON list of content parts becomes their text; roles developer -> system, model / ai -> assistant,
   human -> user, function -> tool; `llm.request.functions.N.name|description|parameters` ->
   metadata.tools (when there is no gen_ai.tool.definitions);
+- Google ADK's own `call_llm` span, read when a span has neither of the above:
+  `gcp.vertex.agent.llm_request` ({config: {system_instruction, tools: [{function_declarations}]},
+  contents: [google-genai Content]}) as the input (system instruction first, declarations ->
+  metadata.tools) and `gcp.vertex.agent.llm_response` ({content}) as the output; Content parts:
+  text (a `thought` one -> reasoning), function_call {id, name, args} -> a tool call,
+  function_response {id, response} -> a tool message, other parts -> a `[kind]` placeholder; role
+  model -> assistant. (Where OpenLLMetry's chat span is inside it, the layer rule reads only that.)
+  A tool result that is an MCP CallToolResult ({content: [text parts]}, not isError) is its text;
 - an `execute_tool` span (gen_ai.tool.name, gen_ai.tool.call.id, else the LangChain run kwargs'
   `tool_call_id` inside gen_ai.tool.call.arguments; gen_ai.tool.call.arguments,
   gen_ai.tool.call.result, else ADK's `gcp.vertex.agent.tool_response`) whose call id an assistant
@@ -234,6 +241,9 @@ def _response_text(r: Any) -> str:
             r = json.loads(r)
         except json.JSONDecodeError:
             return r
+    if isinstance(r, dict) and isinstance(r.get("content"), list) and not r.get("isError") and set(r) <= {
+            "content", "isError", "structuredContent", "_meta"}:  # an MCP CallToolResult
+        r = r["content"]
     if isinstance(r, list) and r and all(
             isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in r):
         return "\n".join(p["text"] for p in r)
@@ -327,8 +337,69 @@ _LEGACY_CALL = re.compile(r"tool_calls\.(\d+)\.(\w+)")
 _LEGACY_ROLES = {"developer": "system", "model": "assistant", "ai": "assistant", "human": "user", "function": "tool"}
 
 
+_ADK_REQUEST, _ADK_RESPONSE = "gcp.vertex.agent.llm_request", "gcp.vertex.agent.llm_response"
+
+
 def _is_inference(a: dict[str, Any]) -> bool:
-    return any(k in a for k in _INFERENCE_KEYS) or any(_LEGACY.match(k) for k in a)
+    return (any(k in a for k in _INFERENCE_KEYS) or any(_LEGACY.match(k) for k in a)
+            or (a.get("gen_ai.operation.name") != "execute_tool"
+                and any(isinstance(a.get(k), str) and a[k].strip() not in ("", "{}") for k in (_ADK_REQUEST, _ADK_RESPONSE))))
+
+
+def _adk_content(c: Any, where: str) -> dict[str, Any]:
+    """A google-genai Content ({role: user|model, parts: [{text} | {function_call: {id, name, args}} |
+    {function_response: {id, name, response}} | {inline_data | file_data} ...]}) as a semantic-
+    convention message; a `thought` text part is reasoning."""
+    if not isinstance(c, dict):
+        raise MappingError(where, f"expected a Content object, got {type(c).__name__}")
+    role = {"model": "assistant"}.get(c.get("role") or "", c.get("role") or "user")
+    parts: list[dict[str, Any]] = []
+    for p in c.get("parts") or []:
+        if not isinstance(p, dict):
+            continue
+        if p.get("function_call"):
+            fc = p["function_call"]
+            parts.append({"type": "tool_call", "id": fc.get("id"), "name": fc.get("name"), "arguments": fc.get("args") or {}})
+        elif p.get("function_response"):
+            fr = p["function_response"]
+            parts.append({"type": "tool_call_response", "id": fr.get("id"), "response": fr.get("response")})
+        elif p.get("text") is not None:
+            parts.append({"type": "reasoning" if p.get("thought") else "text", "content": p["text"]})
+        else:
+            parts.append({"type": next((k for k in ("inline_data", "file_data", "executable_code",
+                                                     "code_execution_result") if p.get(k)), "part")})
+    return {"role": role, "parts": parts}
+
+
+def _adk_messages(a: dict[str, Any], which: str, sid: str) -> list[dict[str, Any]] | None:
+    """Google ADK's own `call_llm` span: `gcp.vertex.agent.llm_request` ({model, config:
+    {system_instruction, tools}, contents: [Content]}) and `gcp.vertex.agent.llm_response`
+    ({content: Content, finish_reason}) as semantic-convention messages."""
+    if which == "prompt":
+        req = _json_attr(a, _ADK_REQUEST, sid)
+        if not isinstance(req, dict) or not req.get("contents"):
+            return None
+        out = []
+        system = (req.get("config") or {}).get("system_instruction")
+        if isinstance(system, dict):  # a Content
+            system = "\n".join(str(p.get("text", "")) for p in system.get("parts") or [] if isinstance(p, dict))
+        if system:
+            out.append({"role": "system", "parts": [{"type": "text", "content": str(system)}]})
+        return out + [_adk_content(c, f"span {sid}.{_ADK_REQUEST}.contents[{i}]") for i, c in enumerate(req["contents"])]
+    resp = _json_attr(a, _ADK_RESPONSE, sid)
+    if not isinstance(resp, dict) or not resp.get("content"):
+        return None
+    return [_adk_content(resp["content"], f"span {sid}.{_ADK_RESPONSE}.content")]
+
+
+def _adk_tools(a: dict[str, Any], sid: str) -> list[dict[str, Any]]:
+    req = _json_attr(a, _ADK_REQUEST, sid) if isinstance(a.get(_ADK_REQUEST), str) else None
+    if not isinstance(req, dict):
+        return []
+    decls = [d for t in (req.get("config") or {}).get("tools") or [] if isinstance(t, dict)
+             for d in t.get("function_declarations") or []]
+    return tools_to_openai([{k: d[k] for k in ("name", "description", "parameters") if d.get(k) is not None}
+                            for d in decls if isinstance(d, dict)])
 
 
 def _arguments(v: Any) -> Any:
@@ -413,7 +484,8 @@ def _raw_messages(a: dict[str, Any], which: str, sid: str) -> Any:
     key = "gen_ai.input.messages" if which == "prompt" else "gen_ai.output.messages"
     if key in a:
         return _json_attr(a, key, sid)
-    return _legacy_messages(a, which)
+    legacy = _legacy_messages(a, which)
+    return legacy if legacy is not None else _adk_messages(a, which, sid)
 
 
 def _inputs(s: dict[str, Any], scratch: list[str]) -> list[dict[str, Any]]:
@@ -555,7 +627,7 @@ def conversations(spans: list[dict[str, Any]], path: Path, loc: str, key: str) -
         if not t.tools and a.get("gen_ai.tool.definitions") is not None:
             t.tools = tools_to_openai(_json_attr(a, "gen_ai.tool.definitions", sid))
         if not t.tools:
-            t.tools = _legacy_tools(a)
+            t.tools = _legacy_tools(a) or _adk_tools(a, sid)
         model = _model(a)
         if model:
             t.models.append(model)

@@ -100,6 +100,9 @@ def test_tempo_export_kagent_openllmetry(tmp_path):
     assert 4 < t.interaction_s < 5
     assert t.metadata["provider"] == first["gen_ai.system"] == "openai"  # the chat span's, not ADK's "gemini"
     assert t.metadata["trace_ids"] == ["dd547580319ab0312cee07f1def50dad"] and t.metadata["spans"] == 86
+    # ADK's call_llm spans carry the same two model calls (gcp.vertex.agent.llm_request / llm_response)
+    # around the openai.chat spans: read once, from the innermost span
+    assert t.metadata["layered_inference_spans"] == 2
     # the tool schemas OpenLLMetry wrote as llm.request.functions.N.*
     tools = {tl["function"]["name"]: tl["function"] for tl in t.metadata["tools"]}
     assert len(tools) == 10 and tools["helm_list_releases"]["description"] == first["llm.request.functions.1.description"]
@@ -131,6 +134,28 @@ def test_tempo_layers_with_messages_are_read_once(tmp_path):
     assert [m["role"] for m in msgs] == ["system", "user", "assistant", "tool", "assistant"]
     assert all(m["content"] != "layer" for m in msgs)
     assert rec.data["metadata"]["layered_inference_spans"] == 4
+
+
+def test_tempo_adk_spans_alone_give_the_same_conversation(tmp_path):
+    """Without the OpenLLMetry attributes on the openai.chat spans, ADK's own call_llm spans
+    (gcp.vertex.agent.llm_request / llm_response, google-genai Contents) give the same messages."""
+    doc = json.loads(TEMPO.read_text())
+    (full,) = list(otel_genai.read(TEMPO))
+    for b in doc["batches"]:
+        for ss in b["instrumentationLibrarySpans"]:
+            for sp in ss["spans"]:
+                if sp["name"] == "openai.chat":
+                    sp["attributes"] = [a for a in sp["attributes"]
+                                        if not a["key"].startswith(("gen_ai.prompt.", "gen_ai.completion."))]
+    f = tmp_path / "tempo.json"
+    f.write_text(json.dumps(doc))
+    (adk,) = list(otel_genai.read(f))
+    strip = [{k: v for k, v in m.items() if k != "duration_s"} for m in full.data["messages"]]
+    assert [{k: v for k, v in m.items() if k != "duration_s"} for m in adk.data["messages"]] == strip
+    assert "layered_inference_spans" not in adk.data["metadata"]
+    assert adk.data["policy"] == "gpt-4.1-mini"  # call_llm has only the request model
+    assert {tl["function"]["name"] for tl in adk.data["metadata"]["tools"]} >= {"helm_list_releases", "ask_user"}
+    assert adk.data["messages"][2]["duration_s"] == pytest.approx(1.903611, abs=1e-6)  # the call_llm span
 
 
 # ---- Jaeger (current conventions, a supervisor calling a detector agent) ------------------------
