@@ -39,7 +39,9 @@ A trace without generation or response content is quarantined with the reason.
 
 Outcome: the outcome places (common.log_outcome) of the trace's `metadata`; else unlabeled (the
 format has no outcome). task_id: the trace metadata's `task_id`, else `openai-agents/<workflow
-name>/` + a hash of the first user message. Interaction time: first span start to last span end."""
+name>/` + a hash of the first user message. Interaction time: first span start to last span end.
+data_pipeline/agents_sdk.py's `TraceLog` is a tracing processor that writes both files as this
+adapter reads them."""
 from __future__ import annotations
 
 import json

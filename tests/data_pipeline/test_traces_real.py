@@ -99,9 +99,12 @@ def test_agents_sdk_run_against_flywheel_serve(served, tmp_path):
     from agents import (Agent, ModelSettings, OpenAIChatCompletionsModel, OpenAIResponsesModel, Runner,
                         set_trace_processors, set_tracing_disabled, trace)
 
+    from data_pipeline.agents_sdk import TraceLog
+
     proc = Collect()
+    log = TraceLog(tmp_path / "agent-logs")  # flywheel's processor: traces and their Responses
     set_tracing_disabled(False)
-    set_trace_processors([proc])  # replaces the default exporter to OpenAI's backend
+    set_trace_processors([proc, log])  # replaces the default exporter to OpenAI's backend
 
     async def run() -> tuple:
         client = openai.AsyncOpenAI(base_url=served, api_key="unused", max_retries=0, timeout=120)
@@ -148,6 +151,32 @@ def test_agents_sdk_run_against_flywheel_serve(served, tmp_path):
         i["span_data"]["input"] for i in proc.items if i.get("trace_id") == heads[1]["id"]
         and i["span_data"]["type"] == "function")).values()))
     _keep(f, "openai-agents", f"generated-by-openai-agents-{agents.__version__}.jsonl")
+
+    # ---- flywheel's TraceLog kept what the export drops: the Responses run is a trajectory too
+    traces, side = log.paths()
+    assert traces.exists() and side.exists()
+    payloads = [json.loads(x) for x in traces.read_text().splitlines()]
+    assert len(payloads) == 2  # one line per trace, written whole when it ended
+    assert sorted(i["id"] for p in payloads for i in p["data"] if i["object"] == "trace") == \
+        sorted(h["id"] for h in heads)
+    assert sorted(json.dumps(i, sort_keys=True) for p in payloads for i in p["data"]) == \
+        sorted(json.dumps(i, sort_keys=True) for i in proc.items)  # the same items the SDK exports
+    kept = [json.loads(x) for x in side.read_text().splitlines()]
+    resp_spans = [i for i in proc.items if i.get("span_data", {}).get("type") == "response"]
+    assert [r["id"] for r in kept] == [i["span_data"]["response_id"] for i in resp_spans]
+    assert kept[0]["input"] and kept[0]["object"] == "response"
+    store2, s2, trajs2 = _ingest(tmp_path / "with-responses", log.folder)
+    assert s2.read == s2.accepted + s2.quarantined + s2.duplicates == 2 and (s2.accepted, s2.quarantined) == (2, 0)
+    assert [p for p, _ in s2.skipped] == [str(side)]  # a side file, not records of its own
+    r = next(x for x in trajs2 if x.episode_id == heads[1]["id"])
+    # the Response's input and output, then the function span's result (the run stopped on it)
+    assert [m.role for m in r.messages] == ["system", "user", "assistant", "tool"] and r.messages[1].content == ASK
+    (rcall,) = r.messages[2].tool_calls
+    (fn,) = [i["span_data"] for i in proc.items if i.get("trace_id") == heads[1]["id"]
+             and i["span_data"]["type"] == "function"]
+    assert rcall.name == "add" and rcall.arguments == json.loads(fn["input"])
+    assert (r.messages[3].tool_call_id, r.messages[3].content) == (rcall.id, fn["output"])
+    assert r.policy == "tiny" and r.metadata["response_ids"] == [kept[0]["id"]]
 
 
 # ---- OpenTelemetry GenAI -------------------------------------------------------------------------
