@@ -26,8 +26,9 @@ One trajectory per trace (locator `trace <id>`); spans are read in `started_at` 
   function_call {name, arguments, call_id} -> an assistant tool call, function_call_output
   {call_id, output} -> its tool result; reasoning items are counted in `metadata.reasoning_items`,
   not kept), the resent history is dropped as for generations, the Response's `model` is the
-  policy, its `usage` is summed in `metadata.usage`, the span's duration is the output's
-  `duration_s`. A trace with a response span whose Response is not given is quarantined, naming
+  policy, its `usage` is summed in `metadata.usage`, its function `tools` (the union over the
+  trace's Responses, by name: agents handed off to offer others) are `metadata.tools`, the span's
+  duration is the output's `duration_s`. A trace with a response span whose Response is not given is quarantined, naming
   the ids and this way out.
 - `function` spans (name, input: the arguments as JSON, output) answer the tool calls that no
   later model input answers, in order per tool name (the span has no call id); the others
@@ -53,7 +54,7 @@ from typing import Any, Iterator
 
 from . import HEAD_BYTES, Record, bad
 from .common import (MappingError, head_text, iso_seconds, jsonl_objects, load_document, log_outcome, mapped,
-                     read_bytes, stable_id)
+                     read_bytes, stable_id, tools_to_openai)
 from .openai_chat import message
 from .otel_genai import merge_history
 from .responses_items import add_item
@@ -204,6 +205,7 @@ def trace(spans: list[dict[str, Any]], path: Path, loc: str, head: dict[str, Any
     response_ids: list[str] = []
     missing: list[str] = []
     usage: dict[str, int] = {}
+    tools: dict[str, dict[str, Any]] = {}  # the function tools the Responses offered, by name
     for s in ordered:
         data = s.get("span_data")
         if not isinstance(data, dict):
@@ -239,6 +241,8 @@ def trace(spans: list[dict[str, Any]], path: Path, loc: str, head: dict[str, Any
             for k, v in (resp.get("usage") or {}).items() if isinstance(resp.get("usage"), dict) else ():
                 if k in ("input_tokens", "output_tokens", "total_tokens") and isinstance(v, int):
                     usage[k] = usage.get(k, 0) + v
+            for tool in tools_to_openai(resp.get("tools") if isinstance(resp.get("tools"), list) else None):
+                tools.setdefault(tool["function"]["name"], tool)
             inputs, outputs, n = _response(resp, f"response {rid}", names)
             reasoning += n
             merge_history(messages, inputs)
@@ -286,6 +290,8 @@ def trace(spans: list[dict[str, Any]], path: Path, loc: str, head: dict[str, Any
         meta.update(responses=len(response_ids), response_ids=response_ids, reasoning_items=reasoning)
         if usage:
             meta["usage"] = usage
+    if tools:
+        meta["tools"] = list(tools.values())
     if handoffs:
         meta["handoffs"] = handoffs
     if errors:

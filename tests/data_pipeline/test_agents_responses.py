@@ -106,6 +106,10 @@ def test_with_the_responses_the_traces_are_trajectories(tmp_path, extracted):
     (call,) = t.messages[2].tool_calls
     assert (call.name, call.arguments, call.id) == ("search_recipes", {"query": "carbonara"}, fc["call_id"])
     assert json.loads(fc["arguments"]) == {"query": "carbonara"}
+    # the tools the Responses offered (the SFT row renders them as the model was prompted)
+    assert [tl["function"]["name"] for tl in t.metadata["tools"]] == [tl["name"] for tl in first["tools"]]
+    assert "search_recipes" in [tl["name"] for tl in first["tools"]]
+    assert t.metadata["tools"][0]["function"]["parameters"] == first["tools"][0]["parameters"]
     (func,) = [i["span_data"] for i in spans if i["span_data"]["type"] == "function"]
     result = [x for x in second_req["input"] if x.get("type") == "function_call_output"][0]
     assert (t.messages[3].tool_call_id, t.messages[3].content) == (fc["call_id"], result["output"])
