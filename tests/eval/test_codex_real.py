@@ -27,11 +27,8 @@ CAP = 200  # flywheel serve --max-tokens
 
 
 @pytest.fixture(scope="module")
-def model_dir() -> Path:
-    path = Path(os.environ.get("FLYWHEEL_REAL_MODEL", Path.home() / ".cache/flywheel/models/smollm2-135m-instruct"))
-    if not (path / "config.json").exists():
-        pytest.fail(f"{path}: no real model; run `make real-model` first")
-    return path
+def model_dir(real_model_dir) -> Path:
+    return real_model_dir
 
 
 def _codex() -> Path:

@@ -12,7 +12,6 @@ lets the model answer (`auto`), capped by the message limit."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -29,11 +28,8 @@ PROBLEMS = [(2, 3), (4, 1), (7, 6), (10, 12)]
 
 
 @pytest.fixture(scope="module")
-def model_dir() -> Path:
-    path = Path(os.environ.get("FLYWHEEL_REAL_MODEL", Path.home() / ".cache/flywheel/models/smollm2-135m-instruct"))
-    if not (path / "config.json").exists():
-        pytest.fail(f"{path}: no real model; run `make real-model` first")
-    return path
+def model_dir(real_model_dir) -> Path:
+    return real_model_dir
 
 
 def _inspect():

@@ -14,7 +14,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 from urllib.parse import urlparse
 
 import openai
@@ -508,13 +507,10 @@ def test_inspect_ai_task_runs_its_tool_through_the_server(tiny, tmp_path, monkey
 
 
 @pytest.mark.real
-def test_smollm2_forced_tool_call_in_hermes_form():
+def test_smollm2_forced_tool_call_in_hermes_form(real_model_dir):
     """SmolLM2 (ChatML; its template prints no tool calls): Hermes' `<tool_call>` marks, a call forced
     by tool_choice comes back as tool_calls with the arguments the model chose."""
-    path = Path(os.environ.get("FLYWHEEL_REAL_MODEL", Path.home() / ".cache/flywheel/models/smollm2-135m-instruct"))
-    if not (path / "config.json").exists():
-        pytest.fail(f"no real model at {path}: run make real-model")
-    model, tok = load_checkpoint(path)
+    model, tok = load_checkpoint(real_model_dir)
     chat = ChatModel(model, tok)
     assert chat.fmt.open == "<tool_call>\n" and chat.fmt.source == "hermes marks"
     reply = chat.complete({"messages": [{"role": "user", "content": "What is 2+3?"}], "tools": TOOLS[1:],

