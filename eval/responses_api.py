@@ -27,11 +27,11 @@ TEXT_PARTS = ("input_text", "output_text", "text")
 # a chat-completions field -> the Responses field it came from (for errors raised on the chat request)
 FROM_CHAT = {"messages": "input", "max_completion_tokens": "max_output_tokens", "response_format": "text"}
 LOGPROBS = "message.output_text.logprobs"
-# what to turn off in the harness that sent a tool this server cannot run (the Codex CLI sends both)
+# what to turn off in the harness that sent a tool this server cannot run (the Codex CLI sends it)
 HOSTED_TOOL_HINTS = {
     "web_search": " (a search this server cannot run; Codex CLI: -c web_search='\"disabled\"')",
-    "namespace": " (a group of tools, e.g. the Codex CLI's sub-agents: codex --disable multi_agent)",
 }
+NS_SEP = "."  # a namespace tool's function, as the model sees it: NAMESPACE.NAME
 
 
 def new_id(prefix: str) -> str:
@@ -143,6 +143,8 @@ def input_messages(items: Any) -> list[dict[str, Any]]:
                 parsed = json.loads(args or "{}")
             except json.JSONDecodeError:
                 raise RequestError(f"input[{k}].arguments are not JSON: {args!r}", "input") from None
+            if isinstance(item.get("namespace"), str):  # a namespace tool's function (Codex's sub-agents)
+                name = f"{item['namespace']}{NS_SEP}{name}"
             call = {"id": call_id, "type": "function", "function": {"name": name, "arguments": parsed}}
             names[call_id] = name
             last = out[-1] if out else None
@@ -181,7 +183,9 @@ def _text(content: Any, where: str) -> str:
 
 
 def _tools(tools: Any) -> list[dict[str, Any]]:
-    """Responses function tools (flat: {type, name, description, parameters, strict}) -> chat tools."""
+    """Responses tools -> chat tools: flat function tools ({type, name, description, parameters,
+    strict}), and `namespace` tools ({type, name, description, tools: [function tools]}, how the Codex
+    CLI groups its sub-agent tools), whose functions the model sees as `NAMESPACE.NAME`."""
     if tools is None:
         return []
     if not isinstance(tools, list):
@@ -189,25 +193,55 @@ def _tools(tools: Any) -> list[dict[str, Any]]:
     out = []
     for k, t in enumerate(tools):
         kind = t.get("type") if isinstance(t, dict) else None
+        if kind == "namespace":
+            ns, inner = t.get("name"), t.get("tools")
+            if not isinstance(ns, str) or not ns or not isinstance(inner, list):
+                raise RequestError(f"tools[{k}]: a namespace tool needs 'name' and 'tools' (function tools)", "tools")
+            for j, f in enumerate(inner):
+                if not isinstance(f, dict) or f.get("type") != "function":
+                    got = f.get("type") if isinstance(f, dict) else type(f).__name__
+                    raise RequestError(f"tools[{k}].tools[{j}]: only function tools are served in a namespace, "
+                                       f"got {got!r}", "tools")
+                out.append(_function_tool(f, f"tools[{k}].tools[{j}]", prefix=f"{ns}{NS_SEP}"))
+            continue
         if kind != "function":
             hint = HOSTED_TOOL_HINTS.get(kind, "")
-            raise RequestError(f"tools[{k}]: only function tools are served, got type {kind!r}{hint}", "tools")
-        if not isinstance(t.get("name"), str):
-            raise RequestError(f"tools[{k}]: a function tool needs 'name'", "tools")
-        extra = sorted(set(t) - {"type", "name", "description", "parameters", "strict"})
-        if extra:
-            raise RequestError(f"tools[{k}]: unsupported field(s) {', '.join(extra)}", "tools")
-        fn = {"name": t["name"], "parameters": t.get("parameters") or {"type": "object", "properties": {}}}
-        if t.get("description"):
-            fn["description"] = t["description"]
-        out.append({"type": "function", "function": fn})
+            raise RequestError(f"tools[{k}]: only function and namespace tools are served, got type {kind!r}{hint}",
+                               "tools")
+        out.append(_function_tool(t, f"tools[{k}]"))
     return out
+
+
+def _function_tool(t: dict[str, Any], where: str, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(t.get("name"), str):
+        raise RequestError(f"{where}: a function tool needs 'name'", "tools")
+    extra = sorted(set(t) - {"type", "name", "description", "parameters", "strict"})
+    if extra:
+        raise RequestError(f"{where}: unsupported field(s) {', '.join(extra)}", "tools")
+    fn = {"name": prefix + t["name"], "parameters": t.get("parameters") or {"type": "object", "properties": {}}}
+    if t.get("description"):
+        fn["description"] = t["description"]
+    return {"type": "function", "function": fn}
+
+
+def split_name(name: str, tools: list[dict[str, Any]]) -> dict[str, str]:
+    """A chat tool name -> the Responses call's `name` (and `namespace`, when it is a function of a
+    namespace tool of this request)."""
+    ns, sep, inner = name.partition(NS_SEP)
+    if sep:
+        for t in tools:
+            if isinstance(t, dict) and t.get("type") == "namespace" and t.get("name") == ns and any(
+                    isinstance(f, dict) and f.get("name") == inner for f in t.get("tools") or []):
+                return {"namespace": ns, "name": inner}
+    return {"name": name}
 
 
 def _tool_choice(choice: Any, tools: list[dict[str, Any]]) -> Any:
     if isinstance(choice, str):
         return choice  # none / auto / required: chat_api checks it (and that tools are given)
     name = choice.get("name") if isinstance(choice, dict) and choice.get("type") == "function" else None
+    if isinstance(name, str) and isinstance(choice.get("namespace"), str):
+        name = f"{choice['namespace']}{NS_SEP}{name}"
     if not isinstance(name, str):
         raise RequestError("'tool_choice' must be none, auto, required or {\"type\": \"function\", \"name\": ...}",
                            "tool_choice")
@@ -276,12 +310,16 @@ def message_item(text: str, status: str = "completed", logprobs: list | None = N
     return {"type": "message", "id": new_id("msg"), "status": status, "role": "assistant", "content": [part]}
 
 
-def call_item(call: dict[str, Any], status: str = "completed") -> dict[str, Any]:
+def call_item(call: dict[str, Any], status: str = "completed", tools: list | None = None) -> dict[str, Any]:
+    """A chat tool call -> a function_call item (`namespace` + `name` for a namespace tool's function
+    among the request's `tools`)."""
     return {"type": "function_call", "id": new_id("fc"), "call_id": call["id"],
-            "name": call["function"]["name"], "arguments": call["function"]["arguments"], "status": status}
+            **split_name(call["function"]["name"] or "", tools or []), "arguments": call["function"]["arguments"],
+            "status": status}
 
 
-def output_items(message: dict[str, Any], finish: str, logprobs: list | None = None) -> list[dict[str, Any]]:
+def output_items(message: dict[str, Any], finish: str, logprobs: list | None = None,
+                 tools: list | None = None) -> list[dict[str, Any]]:
     """A chat-completions reply -> Responses output items: its text (if any, or no call), then its calls.
     `logprobs` (asked for): the reply's tokens', on its text."""
     out = []
@@ -289,14 +327,14 @@ def output_items(message: dict[str, Any], finish: str, logprobs: list | None = N
     if message.get("content") or not calls:
         out.append(message_item(message.get("content") or "", "incomplete" if finish == "length" else "completed",
                                 logprobs))
-    return out + [call_item(c) for c in calls]
+    return out + [call_item(c, tools=tools) for c in calls]
 
 
 def from_completion(rid: str, echo: dict[str, Any], completion: dict[str, Any]) -> dict[str, Any]:
     choice = completion["choices"][0]
     logprobs = choice["logprobs"]["content"] if choice.get("logprobs") else None
     return response_object(rid, completion["created"], completion["model"], echo,
-                           output_items(choice["message"], choice["finish_reason"], logprobs),
+                           output_items(choice["message"], choice["finish_reason"], logprobs, echo.get("tools")),
                            "incomplete" if choice["finish_reason"] == "length" else "completed", completion["usage"])
 
 
@@ -387,7 +425,7 @@ class EventStream:
         if tc.get("id"):  # a new call: its id and name come first, its arguments after
             yield from self._close()
             self.open = call_item({"id": tc["id"], "function": {"name": fn.get("name"), "arguments": ""}},
-                                  "in_progress")
+                                  "in_progress", self.echo.get("tools"))
             yield self._event("response.output_item.added", output_index=len(self.output), item=dict(self.open))
         if fn.get("arguments") and self.open is not None:
             self.open["arguments"] += fn["arguments"]

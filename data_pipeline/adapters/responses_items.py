@@ -6,7 +6,8 @@ request check raising HTTP 400s; this is a lenient reader of logged items.)
 - `message` (role developer / system -> system, user, assistant; a bare `{role, content}` easy
   input message counts as one): content items input_text / output_text as text, images and
   other media as a placeholder naming their type;
-- `function_call` -> a tool call (name, `arguments` as sent, `call_id` as id) of the assistant
+- `function_call` -> a tool call (name, `NAMESPACE.NAME` for a call of a namespace tool's
+  function, as Codex's sub-agent tools are; `arguments` as sent, `call_id` as id) of the assistant
   turn it follows (else a new assistant turn with empty content); `custom_tool_call` -> arguments
   `{"input": ...}`; `local_shell_call` -> a `local_shell` call with its exec action;
   `web_search_call` -> a `web_search` call with its action (server-side: no result item);
@@ -56,6 +57,8 @@ def call(where: str, p: dict[str, Any]) -> dict[str, Any]:
         name, args = "web_search", p.get("action") if isinstance(p.get("action"), dict) else {}
     if not isinstance(name, str) or not name:
         raise MappingError(f"{where}.name", f"a {kind} needs a name")
+    if isinstance(p.get("namespace"), str) and p["namespace"]:
+        name = f"{p['namespace']}.{name}"  # a namespace tool's function, as flywheel serve shows it to the model
     return {"name": name, "arguments": args, "id": p.get("call_id") or p.get("id")}
 
 

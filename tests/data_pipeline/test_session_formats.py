@@ -297,6 +297,19 @@ def test_codex_malformed(tmp_path):
     (t,) = trajectories(codex, _write(tmp_path, "new.jsonl", rows))
     assert t.metadata["items"] == {"line:world_state": 1, "line:token_usage_record": 1}
     assert [m.role for m in t.messages] == ["system", "system", "user", "user", "assistant"]
+    # a call of a namespace tool's function (Codex's sub-agents) is NAMESPACE.NAME, as flywheel serve
+    # offers it to the model; its output keeps that name
+    rows = lines(CX)
+    stamp = rows[8]["timestamp"]
+    rows[9:9] = [{"timestamp": stamp, "type": "response_item", "payload": {
+                     "type": "function_call", "namespace": "multi_agent_v1", "name": "spawn_agent",
+                     "arguments": "{\"message\": \"review\"}", "call_id": "call_spawn"}},
+                 {"timestamp": stamp, "type": "response_item", "payload": {
+                     "type": "function_call_output", "call_id": "call_spawn", "output": "agent-1"}}]
+    (t,) = trajectories(codex, _write(tmp_path, "ns.jsonl", rows))
+    (call,) = [c for m in t.messages for c in m.tool_calls]
+    assert (call.name, call.arguments, call.id) == ("multi_agent_v1.spawn_agent", {"message": "review"}, "call_spawn")
+    assert [(m.name, m.content) for m in t.messages if m.role == "tool"] == [("multi_agent_v1.spawn_agent", "agent-1")]
     # a line outside the envelope is still quarantined with its line and field
     rows = lines(CX)[:3] + [{"type": "world_state", "state": {}}] + lines(CX)[3:]
     recs = list(codex.read(_write(tmp_path, "odd.jsonl", rows)))

@@ -5,9 +5,9 @@ Codex sends (its tools, `prompt_cache_key`, `client_metadata`, `include`, `reaso
 streaming) is served; the rollout Codex writes and the server's own log are both ingested, and they
 hold the same conversation.
 
-Codex also sends two tools the server cannot run (its hosted `web_search` and the `namespace` of
-its sub-agent tools): the first run leaves them on and shows the 400's advice reaching the user;
-the second turns them off as the advice says. The 135M model does not call Codex's tools of its own
+Codex also sends a tool the server cannot run, its hosted `web_search`: the first run leaves it on
+and shows the 400's advice reaching the user; the second turns it off as the advice says. Its
+sub-agent tools come as a `namespace` tool: served, the model sees them as NAMESPACE.NAME. The 135M model does not call Codex's tools of its own
 accord (tool calls parsed and executed are shown by tests/eval/test_inspect_real.py); what is shown
 here is the wire protocol of a real coding agent, and its logs feeding the store.
 
@@ -78,8 +78,8 @@ def test_codex_exec_turn_against_flywheel_serve(model_dir, tmp_path, capsys):
         # ---- 1. as configured out of the box: the server's 400 names the tool and what to turn off
         first = _run(exe, home, work, "Say hello.", *short)
         errors = [e["message"] for e in first if e["type"] == "error"]
-        assert errors and all("only function tools are served" in m for m in errors), first
-        assert any("--disable multi_agent" in m or "web_search" in m for m in errors)
+        assert errors and all("only function and namespace tools are served, got type 'web_search'" in m
+                              and "-c web_search=" in m for m in errors), first
         assert first[-1]["code"] != 0 and not any(e["type"] == "turn.completed" for e in first)
         assert not list(served.glob("served-*.jsonl"))  # refused: nothing generated, nothing logged
         for f in home.glob("sessions/*/*/*/rollout-*.jsonl"):  # the refused turn's rollout (no reply)
@@ -88,8 +88,7 @@ def test_codex_exec_turn_against_flywheel_serve(model_dir, tmp_path, capsys):
         # that runs into the cap is a failed turn for Codex (status incomplete): that, and only
         # that, is tried again (at most 3 turns)
         for attempt in range(3):
-            events = _run(exe, home, work, "Say hello.", *short, "--disable", "multi_agent",
-                          "-c", 'web_search="disabled"')
+            events = _run(exe, home, work, "Say hello.", *short, "-c", 'web_search="disabled"')
             failed = [e["error"]["message"] for e in events if e["type"] == "turn.failed"]
             if not failed:
                 break
@@ -115,8 +114,10 @@ def test_codex_exec_turn_against_flywheel_serve(model_dir, tmp_path, capsys):
     assert row["messages"][0]["content"].startswith("You are a helpful assistant.")  # Codex's developer message
     assert row["messages"][1]["content"] == "Say hello."
     assert "x-codex-turn-metadata" in row["metadata"]["metadata"]["client_metadata"]
-    # the tools Codex offered are logged with the conversation (an SFT row renders them as prompted)
-    assert "exec_command" in {t["function"]["name"] for t in row["metadata"]["tools"]}
+    # the tools Codex offered are logged with the conversation (an SFT row renders them as prompted),
+    # its sub-agent tools (a `namespace` tool) as NAMESPACE.NAME, the names the model saw
+    offered = {t["function"]["name"] for t in row["metadata"]["tools"]}
+    assert "exec_command" in offered and "multi_agent_v1.spawn_agent" in offered, offered
 
     # ---- 3. both logs ingest: Codex's rollout (codex adapter) and the served log (flywheel's own)
     (rollout,) = home.glob("sessions/*/*/*/rollout-*.jsonl")

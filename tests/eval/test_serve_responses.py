@@ -162,6 +162,57 @@ def test_forced_tool_choice_gives_a_function_call_item(served):
     assert status == 400 and "'nope'" in err["error"]["message"] and err["error"]["param"] == "tool_choice"
 
 
+def test_namespace_tools_as_the_codex_cli_groups_its_sub_agent_tools(served):
+    """A `namespace` tool's functions are offered as NAMESPACE.NAME; a call of one comes back as a
+    function_call item with `namespace` and `name`, streamed too, and goes back as input the same way."""
+    # an integer argument: the random model's strings sometimes never end in valid JSON
+    spawn = {"type": "function", "name": "spawn_agent", "description": "Start sub-agents.", "strict": False,
+             "parameters": {"type": "object", "properties": {"agents": {"type": "integer"}}, "required": ["agents"]}}
+    tools = [TOOLS[1], {"type": "namespace", "name": "multi_agent_v1", "description": "Sub-agents.", "tools": [spawn]}]
+    forced = {"type": "function", "name": "spawn_agent", "namespace": "multi_agent_v1"}
+    status, resp = _post(served, {"model": "tiny-round-0", "input": ASK, "tools": tools, "tool_choice": forced,
+                                  "max_output_tokens": 2000})
+    assert status == 200, resp
+    (call,) = [o for o in resp["output"] if o["type"] == "function_call"]
+    assert (call["namespace"], call["name"]) == ("multi_agent_v1", "spawn_agent")
+    assert set(json.loads(call["arguments"])) == {"agents"}
+    assert resp["tools"] == tools  # echoed as sent
+    events = _events(served, {"model": "tiny-round-0", "input": ASK, "tools": tools, "tool_choice": forced,
+                              "max_output_tokens": 2000, "stream": True})
+    done = [e for kind, e in events if kind == "response.output_item.done" and e["item"]["type"] == "function_call"]
+    assert [(d["item"]["namespace"], d["item"]["name"]) for d in done] == [("multi_agent_v1", "spawn_agent")]
+    # a plain function of the same request stays plain
+    status, plain = _post(served, {"model": "tiny-round-0", "input": ASK, "tools": tools, "max_output_tokens": 200,
+                                   "tool_choice": {"type": "function", "name": "add"}})
+    (pc,) = [o for o in plain["output"] if o["type"] == "function_call"]
+    assert pc["name"] == "add" and "namespace" not in pc
+    # the call goes back as input with its namespace: the model sees the qualified name
+    status, follow = _post(served, {"model": "tiny-round-0", "tools": tools, "max_output_tokens": 2, "input": [
+        {"role": "user", "content": ASK}, {k: call[k] for k in ("type", "call_id", "namespace", "name", "arguments")},
+        {"type": "function_call_output", "call_id": call["call_id"], "output": "agent-1 started"}]})
+    assert status == 200 and follow["output"]
+    # an unknown namespace in tool_choice is a 400 naming the tools there are
+    status, err = _post(served, {"input": ASK, "tools": tools,
+                                 "tool_choice": {"type": "function", "name": "spawn_agent", "namespace": "other"}})
+    assert status == 400 and "multi_agent_v1.spawn_agent" in err["error"]["message"]
+
+
+def test_namespace_calls_as_the_model_sees_them(tiny):
+    model, tok = tiny
+    chat = ChatModel(model, tok)
+    spawn = {"type": "function", "name": "spawn_agent", "parameters": {"type": "object", "properties": {}}}
+    job = chat.prepare_response({"input": [
+        {"role": "user", "content": ASK},
+        {"type": "function_call", "call_id": "c1", "namespace": "multi_agent_v1", "name": "spawn_agent",
+         "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c1", "output": "ok"}],
+        "tools": [{"type": "namespace", "name": "multi_agent_v1", "tools": [spawn]}], "max_output_tokens": 1})
+    assert [t["function"]["name"] for t in job.req.tools] == ["multi_agent_v1.spawn_agent"]
+    (sent,) = job.req.messages[1]["tool_calls"]
+    assert (sent.get("function") or sent)["name"] == "multi_agent_v1.spawn_agent", sent
+    assert job.req.messages[2]["name"] == "multi_agent_v1.spawn_agent"
+
+
 def test_json_schema_format_gives_valid_json(served):
     schema = {"type": "object", "properties": {"age": {"type": "integer"}, "unit": {"enum": ["years", "months"]}},
               "required": ["age", "unit"], "additionalProperties": False}
@@ -256,8 +307,8 @@ def test_refused_fields_and_models(served):
     assert status == 400 and "tools[0]" in err["error"]["message"]
     assert "-c web_search=" in err["error"]["message"]  # what to turn off in the Codex CLI, which sends it
     status, err = _post(served, {"input": ASK, "tools": [{"type": "namespace", "name": "multi_agent_v1",
-                                                          "tools": []}]})
-    assert status == 400 and "--disable multi_agent" in err["error"]["message"]
+                                                          "tools": [{"type": "web_search"}]}]})
+    assert status == 400 and "tools[0].tools[0]" in err["error"]["message"]
     status, err = _post(served, {"input": []})
     assert status == 400 and err["error"]["param"] == "input"
     status, err = _post(served, {"input": ASK, "max_output_tokens": 0})
