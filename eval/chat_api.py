@@ -285,6 +285,18 @@ def check_fields(body: Any, fields: tuple[str, ...]) -> None:
                            f"out (accepted: {', '.join(fields)})", unknown[0])
 
 
+_KINDS = {bool: "true or false", str: "a string", dict: "an object"}
+
+
+def optional(body: dict[str, Any], field: str, kind: type) -> Any:
+    """`body[field]`, None when absent; a RequestError naming the field when it is not `kind`
+    (bool, str or dict)."""
+    value = body.get(field)
+    if value is not None and not isinstance(value, kind):
+        raise RequestError(f"'{field}' must be {_KINDS[kind]}", field)
+    return value
+
+
 def parse_request(body: Any, served: list[str]) -> ChatRequest:
     """Check an OpenAI chat-completions request body; every field is honoured or refused here."""
     check_fields(body, FIELDS)
@@ -302,16 +314,12 @@ def parse_request(body: Any, served: list[str]) -> ChatRequest:
             raise RequestError("'tools' must be a list of {\"type\": \"function\", \"function\": {\"name\": ...}}",
                                "tools")
     tool_choice = _tool_choice(body.get("tool_choice"), tools)
-    parallel = body.get("parallel_tool_calls")
-    if parallel is not None and not isinstance(parallel, bool):
-        raise RequestError("'parallel_tool_calls' must be true or false", "parallel_tool_calls")
+    parallel = optional(body, "parallel_tool_calls", bool)
     stop = body.get("stop")
     stop = [stop] if isinstance(stop, str) else (stop or [])
     if not isinstance(stop, list) or len(stop) > 4 or not all(isinstance(s, str) and s for s in stop):
         raise RequestError("'stop' must be a string or a list of up to 4 non-empty strings", "stop")
-    logprobs = body.get("logprobs")
-    if logprobs is not None and not isinstance(logprobs, bool):
-        raise RequestError("'logprobs' must be true or false", "logprobs")
+    logprobs = optional(body, "logprobs", bool)
     top = _num(body, "top_logprobs", 0, 20, None, integer=True)
     if top is not None and not logprobs:
         raise RequestError("'top_logprobs' needs 'logprobs': true", "top_logprobs")
@@ -328,9 +336,7 @@ def parse_request(body: Any, served: list[str]) -> ChatRequest:
         raise RequestError("'logit_bias' must map token ids to numbers in [-100, 100]", "logit_bias") from None
     if any(not -100 <= v <= 100 for v in bias.values()):
         raise RequestError("'logit_bias' values must lie in [-100, 100]", "logit_bias")
-    stream = body.get("stream")
-    if stream is not None and not isinstance(stream, bool):
-        raise RequestError("'stream' must be true or false", "stream")
+    stream = optional(body, "stream", bool)
     opts = body.get("stream_options") or {}
     if not isinstance(opts, dict) or set(opts) - {"include_usage"}:
         raise RequestError("'stream_options' takes only include_usage", "stream_options")

@@ -17,7 +17,7 @@ import uuid
 from typing import Any, Callable, Iterable, Iterator
 
 from eval import json_grammar as jg
-from eval.chat_api import RequestError, check_fields
+from eval.chat_api import RequestError, check_fields, optional
 
 FIELDS = ("model", "input", "instructions", "tools", "tool_choice", "parallel_tool_calls", "max_output_tokens",
           "temperature", "top_p", "text", "stream", "store", "previous_response_id", "metadata", "user", "include",
@@ -62,18 +62,10 @@ def to_chat(body: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     if body.get("truncation") not in (None, "disabled"):
         raise RequestError("'truncation': only \"disabled\" is served (an input longer than the context is a 400); "
                            f"got {body['truncation']!r}", "truncation")
-    store = body.get("store")
-    if store is not None and not isinstance(store, bool):
-        raise RequestError("'store' must be true or false", "store")
-    stream = body.get("stream")
-    if stream is not None and not isinstance(stream, bool):
-        raise RequestError("'stream' must be true or false", "stream")
-    cache_key = body.get("prompt_cache_key")
-    if cache_key is not None and not isinstance(cache_key, str):
-        raise RequestError("'prompt_cache_key' must be a string", "prompt_cache_key")
-    client_meta = body.get("client_metadata")
-    if client_meta is not None and not isinstance(client_meta, dict):
-        raise RequestError("'client_metadata' must be an object", "client_metadata")
+    optional(body, "store", bool)
+    stream = optional(body, "stream", bool)
+    cache_key = optional(body, "prompt_cache_key", str)
+    client_meta = optional(body, "client_metadata", dict)
 
     messages = []
     instructions = body.get("instructions")
@@ -105,8 +97,8 @@ def to_chat(body: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         chat.update(stream=True, stream_options={"include_usage": True})
     echo = {"instructions": instructions, "max_output_tokens": body.get("max_output_tokens"),
             "metadata": body.get("metadata") or {}, "parallel_tool_calls": body.get("parallel_tool_calls") is not False,
-            "previous_response_id": None, "prompt_cache_key": cache_key, "reasoning": {"effort": None, "summary": (reasoning or {}).get("summary")},
-            "store": False,
+            "previous_response_id": None, "prompt_cache_key": cache_key,
+            "reasoning": {"effort": None, "summary": (reasoning or {}).get("summary")}, "store": False,
             "temperature": body.get("temperature", 1.0), "text": {"format": (body.get("text") or {}).get("format")
                                                                    or {"type": "text"}},
             "tool_choice": tool_choice if tool_choice is not None else ("auto" if tools else "none"),
@@ -143,8 +135,7 @@ def input_messages(items: Any) -> list[dict[str, Any]]:
                 parsed = json.loads(args or "{}")
             except json.JSONDecodeError:
                 raise RequestError(f"input[{k}].arguments are not JSON: {args!r}", "input") from None
-            if isinstance(item.get("namespace"), str):  # a namespace tool's function (Codex's sub-agents)
-                name = f"{item['namespace']}{NS_SEP}{name}"
+            name = qualified(name, item)  # a namespace tool's function (Codex's sub-agents)
             call = {"id": call_id, "type": "function", "function": {"name": name, "arguments": parsed}}
             names[call_id] = name
             last = out[-1] if out else None
@@ -202,7 +193,7 @@ def _tools(tools: Any) -> list[dict[str, Any]]:
                     got = f.get("type") if isinstance(f, dict) else type(f).__name__
                     raise RequestError(f"tools[{k}].tools[{j}]: only function tools are served in a namespace, "
                                        f"got {got!r}", "tools")
-                out.append(_function_tool(f, f"tools[{k}].tools[{j}]", prefix=f"{ns}{NS_SEP}"))
+                out.append(_function_tool(f, f"tools[{k}].tools[{j}]", {"namespace": ns}))
             continue
         if kind != "function":
             hint = HOSTED_TOOL_HINTS.get(kind, "")
@@ -212,16 +203,23 @@ def _tools(tools: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _function_tool(t: dict[str, Any], where: str, prefix: str = "") -> dict[str, Any]:
+def _function_tool(t: dict[str, Any], where: str, group: dict[str, Any] | None = None) -> dict[str, Any]:
     if not isinstance(t.get("name"), str):
         raise RequestError(f"{where}: a function tool needs 'name'", "tools")
     extra = sorted(set(t) - {"type", "name", "description", "parameters", "strict"})
     if extra:
         raise RequestError(f"{where}: unsupported field(s) {', '.join(extra)}", "tools")
-    fn = {"name": prefix + t["name"], "parameters": t.get("parameters") or {"type": "object", "properties": {}}}
+    fn = {"name": qualified(t["name"], group or {}), "parameters": t.get("parameters") or {"type": "object", "properties": {}}}
     if t.get("description"):
         fn["description"] = t["description"]
     return {"type": "function", "function": fn}
+
+
+def qualified(name: str, where: dict[str, Any]) -> str:
+    """A function's name as the model sees it: NAMESPACE.NAME when `where` (a function_call item, a
+    tool_choice) names its namespace; the inverse of split_name."""
+    ns = where.get("namespace")
+    return f"{ns}{NS_SEP}{name}" if isinstance(ns, str) else name
 
 
 def split_name(name: str, tools: list[dict[str, Any]]) -> dict[str, str]:
@@ -240,8 +238,8 @@ def _tool_choice(choice: Any, tools: list[dict[str, Any]]) -> Any:
     if isinstance(choice, str):
         return choice  # none / auto / required: chat_api checks it (and that tools are given)
     name = choice.get("name") if isinstance(choice, dict) and choice.get("type") == "function" else None
-    if isinstance(name, str) and isinstance(choice.get("namespace"), str):
-        name = f"{choice['namespace']}{NS_SEP}{name}"
+    if isinstance(name, str):
+        name = qualified(name, choice)
     if not isinstance(name, str):
         raise RequestError("'tool_choice' must be none, auto, required or {\"type\": \"function\", \"name\": ...}",
                            "tool_choice")

@@ -281,7 +281,7 @@ class ServeLog:
         opening = json.dumps([m for m in prompt if m["role"] in ("system", "user")][:2], sort_keys=True)
         task = "served-" + hashlib.sha256(opening.encode()).hexdigest()[:16]
         # the tools the model was offered: a dataset built from this log renders them as it was prompted
-        tools = {"tools": [{"type": "function", "function": t.get("function", t)} for t in job.req.tools]} \
+        tools = {"tools": [{"type": "function", "function": t["function"]} for t in job.req.tools]} \
             if job.req.tools else {}
         lines = []
         for i, (reply, row, finish) in enumerate(zip(replies, job.rows, finishes)):

@@ -22,9 +22,10 @@ text, images as a placeholder); `function_call` -> a tool call of the assistant 
 `web_search_call` -> a `web_search` tool call with its action (the search runs server-side: no
 result item; rollouts write the item without its id, so the call takes the `call_id` of the
 `web_search_end` event beside it, in order, or `web_search_<n>` without one);
-`function_call_output` / `custom_tool_call_output` -> a `tool` message with `tool_call_id` = `call_id` and the call's name. `reasoning` items (summaries; the content is
-encrypted) are not part of the reply: counted in `metadata.reasoning_items`; ghost snapshots and
-compaction items are the harness's bookkeeping: counted in `metadata.items`. The session's base
+`function_call_output` / `custom_tool_call_output` -> a `tool` message with `tool_call_id` =
+`call_id` and the call's name. `reasoning` items (summaries; the content is encrypted) are not
+part of the reply: counted in `metadata.reasoning_items`; ghost snapshots and compaction items are
+the harness's bookkeeping: counted in `metadata.items`. The session's base
 instructions (`session_meta.base_instructions.text`), the system prompt the model saw, become the
 first (system) message. Policy: the `turn_context` model. Interaction time: first and last
 `timestamp`, and `duration_s` the sum of the turns' `task_complete.duration_ms` when the log has

@@ -28,8 +28,8 @@ One trajectory per trace (locator `trace <id>`); spans are read in `started_at` 
   not kept), the resent history is dropped as for generations, the Response's `model` is the
   policy, its `usage` is summed in `metadata.usage`, its function `tools` (the union over the
   trace's Responses, by name: agents handed off to offer others) are `metadata.tools`, the span's
-  duration is the output's `duration_s`. A trace with a response span whose Response is not given is quarantined, naming
-  the ids and this way out.
+  duration is the output's `duration_s`. A trace with a response span whose Response is not given
+  is quarantined, naming the ids and this way out.
 - `function` spans (name, input: the arguments as JSON, output) answer the tool calls that no
   later model input answers, in order per tool name (the span has no call id); the others
   are already paired by the tool messages (tool_call_id) / function_call_output items (call_id)
@@ -122,7 +122,7 @@ def _responses_beside(path: Path) -> tuple[dict[str, dict[str, Any]], tuple[str,
     try:
         files = sorted(p for p in path.parent.iterdir() if p.is_file() and p != path
                        and p.name.lower().endswith(RESPONSES_SUFFIXES))
-        key = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files)
+        key = tuple((str(p), st.st_mtime_ns, st.st_size) for p, st in ((p, p.stat()) for p in files))
     except OSError as e:
         return {}, (f"cannot list {path.parent}: {e}",)
     return _load_responses(key)
@@ -193,6 +193,14 @@ def _response(resp: dict[str, Any], where: str, names: dict[str, str]) -> tuple[
     return inputs, outputs, reasoning
 
 
+def _timed(outputs: list[dict[str, Any]], span: dict[str, Any]) -> list[dict[str, Any]]:
+    """A model call's output messages, the first with the call's span duration as `duration_s`."""
+    start, end = iso_seconds(span.get("started_at")), iso_seconds(span.get("ended_at"))
+    if outputs and start is not None and end is not None and math.isfinite(end - start) and end >= start:
+        outputs[0]["duration_s"] = end - start
+    return outputs
+
+
 def trace(spans: list[dict[str, Any]], path: Path, loc: str, head: dict[str, Any] | None,
           responses: tuple[dict[str, dict[str, Any]], tuple[str, ...]] = ({}, ())) -> dict[str, Any]:
     head = head or {}
@@ -225,10 +233,7 @@ def trace(spans: list[dict[str, Any]], path: Path, loc: str, head: dict[str, Any
                 models.append(str(data["model"]))
             merge_history(messages, _chat(data.get("input"), f"span {sid}.span_data.input", names))
             outputs = _chat(data.get("output"), f"span {sid}.span_data.output", names)
-            start, end = iso_seconds(s.get("started_at")), iso_seconds(s.get("ended_at"))
-            if outputs and start is not None and end is not None and math.isfinite(end - start) and end >= start:
-                outputs[0]["duration_s"] = end - start
-            messages.extend(outputs)
+            messages.extend(_timed(outputs, s))
         elif kind == "response":
             rid = data.get("response_id")
             resp = responses[0].get(rid) if isinstance(rid, str) else None
@@ -246,10 +251,7 @@ def trace(spans: list[dict[str, Any]], path: Path, loc: str, head: dict[str, Any
             inputs, outputs, n = _response(resp, f"response {rid}", names)
             reasoning += n
             merge_history(messages, inputs)
-            start, end = iso_seconds(s.get("started_at")), iso_seconds(s.get("ended_at"))
-            if outputs and start is not None and end is not None and math.isfinite(end - start) and end >= start:
-                outputs[0]["duration_s"] = end - start
-            messages.extend(outputs)
+            messages.extend(_timed(outputs, s))
     if missing or not (generations or response_ids):
         kinds = sorted({str((s.get("span_data") or {}).get("type")) for s in spans if isinstance(s.get("span_data"), dict)})
         why = f"span types: {', '.join(kinds)}"

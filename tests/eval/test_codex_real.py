@@ -26,11 +26,6 @@ pytestmark = pytest.mark.real
 CAP = 200  # flywheel serve --max-tokens
 
 
-@pytest.fixture(scope="module")
-def model_dir(real_model_dir) -> Path:
-    return real_model_dir
-
-
 def _codex() -> Path:
     try:
         import codex_cli_bin
@@ -50,14 +45,14 @@ def _run(exe: Path, home: Path, work: Path, prompt: str, *flags: str) -> list[di
     return events + [{"type": "exit", "code": proc.returncode, "stderr": proc.stderr[-2000:]}]
 
 
-def test_codex_exec_turn_against_flywheel_serve(model_dir, tmp_path, capsys):
+def test_codex_exec_turn_against_flywheel_serve(real_model_dir, tmp_path, capsys):
     exe = _codex()
     from data_pipeline.store import ExperienceStore
     from eval.policy import load_checkpoint
     from eval.serve import serving
     from trainer.cli import main as cli
 
-    model, tok = load_checkpoint(model_dir)
+    model, tok = load_checkpoint(real_model_dir)
     home, work, served = tmp_path / "codex-home", tmp_path / "work", tmp_path / "served"
     home.mkdir()
     work.mkdir()

@@ -27,11 +27,6 @@ TEMPLATE = Path(trl.__file__).parent / "chat_templates" / "qwen2_5.jinja"
 PROBLEMS = [(2, 3), (4, 1), (7, 6), (10, 12)]
 
 
-@pytest.fixture(scope="module")
-def model_dir(real_model_dir) -> Path:
-    return real_model_dir
-
-
 def _inspect():
     try:
         import inspect_ai  # noqa: F401
@@ -40,7 +35,7 @@ def _inspect():
         pytest.fail("inspect_ai / openai missing: pip install -e '.[harness]' (make test-real does)")
 
 
-def test_inspect_task_on_the_real_model_ingested_and_trained(model_dir, tmp_path, monkeypatch, capsys):
+def test_inspect_task_on_the_real_model_ingested_and_trained(real_model_dir, tmp_path, monkeypatch, capsys):
     _inspect()
     from inspect_ai import Task
     from inspect_ai import eval as inspect_eval
@@ -70,7 +65,7 @@ def test_inspect_task_on_the_real_model_ingested_and_trained(model_dir, tmp_path
         return execute
 
     # ---- 1. inspect drives the served real model; the server parses the calls, inspect runs them
-    model, tok = load_checkpoint(model_dir, load=LoadOptions(chat_template=str(TEMPLATE)))
+    model, tok = load_checkpoint(real_model_dir, load=LoadOptions(chat_template=str(TEMPLATE)))
     logs, served = tmp_path / "inspect-logs", tmp_path / "served"
     task = Task(dataset=[Sample(input=f"What is {x} + {y}? Use the add tool.", target=str(x + y), id=f"add-{x}-{y}")
                          for x, y in PROBLEMS],
@@ -139,7 +134,7 @@ def test_inspect_task_on_the_real_model_ingested_and_trained(model_dir, tmp_path
     recipe = tmp_path / "inspect-round.yaml"
     recipe.write_text(yaml.safe_dump({
         "experiment": "inspect-real", "run_dir": str(tmp_path / "run"),
-        "model": {"name_or_path": str(model_dir), "chat_template": str(TEMPLATE)},
+        "model": {"name_or_path": str(real_model_dir), "chat_template": str(TEMPLATE)},
         "collect": {"logs": [str(logs)], "suites": []},
         "ingest": {"format": "inspect", "score": "includes"},
         "data": {"success_only": False},  # every sample, correct or not (the mechanics, not the accuracy)
