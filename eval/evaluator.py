@@ -133,7 +133,7 @@ def _builtin_rows(sc: SuiteConfig, policy: Policy, eval_cfg: EvalConfig, shard: 
 
 
 def _external_rows(sc: SuiteConfig, checkpoint: str, endpoint: str | None, out_dir: Path, eval_cfg: EvalConfig,
-                   shard: Shard | None, policy: Policy):
+                   shard: Shard | None, policy: Policy, progress: bool = False):
     from eval.external import load_external_suite
 
     suite = load_external_suite(sc.name)
@@ -143,7 +143,7 @@ def _external_rows(sc: SuiteConfig, checkpoint: str, endpoint: str | None, out_d
     picked = shard_indices(len(ids), shard)
     with _endpoint_for(suite, endpoint, policy) as url:
         results = suite.run(checkpoint=checkpoint, endpoint=url, out_dir=out_dir / suite.name,
-                            task_ids=[ids[i] for i in picked])
+                            task_ids=[ids[i] for i in picked], progress=progress)
     return [{"suite": sc.name, "task_index": i, "sample": 0, **r.to_dict()} for i, r in zip(picked, results)]
 
 
@@ -173,7 +173,7 @@ def collect_rows(policy: Policy, eval_cfg: EvalConfig, work_dir: Path, checkpoin
             rows += got
             episodes += trajs
         elif is_external_suite(sc.name):
-            rows += _external_rows(sc, checkpoint, endpoint, work_dir, eval_cfg, shard, policy)
+            rows += _external_rows(sc, checkpoint, endpoint, work_dir, eval_cfg, shard, policy, progress)
         else:
             raise EvalError(f"eval.suites: unknown suite {sc.name!r}; built-in: {', '.join(sorted(SUITES))}, "
                             "or a path to an external suite .yaml")

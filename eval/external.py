@@ -29,12 +29,13 @@ import signal
 import string
 import subprocess
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from tqdm.auto import tqdm
 
 from eval.errors import EvalError, read_mapping
 
@@ -141,15 +142,28 @@ class ExternalSuite:
         return _read_tasks_file(self.path, self.path.parent / self.config.tasks_file)
 
     def run(self, checkpoint: str | None, endpoint: str | None, out_dir: Path,
-            task_ids: list[str] | None = None) -> list[TaskResult]:
+            task_ids: list[str] | None = None, progress: bool = False) -> list[TaskResult]:
         """Run the command once per task (all of the suite's tasks by default); results in task order.
-        Also writes them to out_dir/results.jsonl."""
+        Also writes them to out_dir/results.jsonl. `progress`: a bar over the tasks (on stderr) with
+        the successes, time-outs and errors so far."""
         ids = self.task_ids if task_ids is None else list(task_ids)
         self._check_placeholders(checkpoint, endpoint)
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        with ThreadPoolExecutor(max_workers=self.config.concurrency) as pool:
-            results = list(pool.map(lambda t: self._run_task(t, checkpoint, endpoint, out_dir), ids))
+        results: list[TaskResult | None] = [None] * len(ids)
+        tally = {"success": 0, "timeout": 0, "error": 0}
+        with tqdm(total=len(ids), desc=f"eval {self.name}", unit="task", disable=not progress, leave=False,
+                  mininterval=0) as bar, \
+                ThreadPoolExecutor(max_workers=self.config.concurrency) as pool:
+            futures = {pool.submit(self._run_task, t, checkpoint, endpoint, out_dir): i for i, t in enumerate(ids)}
+            for future in as_completed(futures):
+                result = results[futures[future]] = future.result()
+                if result.status != "ok":
+                    tally[result.status] += 1
+                elif result.success:
+                    tally["success"] += 1
+                bar.set_postfix(tally, refresh=False)
+                bar.update()
         with open(out_dir / "results.jsonl", "w", encoding="utf-8") as f:
             for r in results:
                 f.write(json.dumps(r.to_dict()) + "\n")

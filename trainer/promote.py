@@ -423,6 +423,7 @@ def write_promoted(recipe: Recipe, run: RunDir, r: int, by: str, reason: str) ->
             from trainer.merge import merge_adapter
 
             merge_adapter(base, adapter, tmp / "merged")
+            _save_tokenizer(recipe, base, tmp / "merged")  # the template it was trained with, as the adapter's
     atomic_write_text(tmp / Promoted.FILE, json.dumps(info.to_dict(), indent=2, sort_keys=True) + "\n")
     rank = _lora_rank(tmp / "adapter") if adapter is not None else None
     atomic_write_text(tmp / "SERVING.md", serving_text(recipe, run, info, rank))

@@ -132,3 +132,14 @@ def test_command_that_cannot_start_is_an_error_result(tmp_path):
 
 def test_is_external_suite():
     assert is_external_suite("suites/edgebench.yaml") and not is_external_suite("maze")
+
+
+def test_progress_counts_outcomes_and_results_keep_task_order(tmp_path, capsys):
+    suite = load_external_suite(write_suite(tmp_path, timeout_s=2, concurrency=3, tasks=["slow", "ok", "crash"]))
+    results = suite.run("ck", None, tmp_path / "out", progress=True)
+    assert [r.task_id for r in results] == ["slow", "ok", "crash"]  # "slow" ends last, listed first
+    bar = capsys.readouterr().err
+    assert "eval demo-harness" in bar and "3/3" in bar, bar
+    assert "success=1, timeout=1, error=1" in bar, bar
+    suite.run("ck", None, tmp_path / "quiet")
+    assert capsys.readouterr().err == ""

@@ -241,6 +241,9 @@ def test_merged_weights_when_asked(tmp_path, tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
     recipe, run = make_recipe(tmp_path, merged=True)
+    template = tmp_path / "trained.jinja"  # the chat template the rounds trained with (model.chat_template)
+    template.write_text("{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}")
+    recipe.model.chat_template = str(template)
     add_round(run, 0, tiny_model_dir, pattern(0.4, 9))
     add_round(run, 1, tiny_model_dir, pattern(0.6, 9))
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
@@ -256,6 +259,10 @@ def test_merged_weights_when_asked(tmp_path, tiny_model_dir):
     folded = AutoModelForCausalLM.from_pretrained(merged).state_dict()
     key = next(k for k in base if "q_proj" in k)
     assert not torch.equal(base[key], folded[key])  # the adapter is in the weights
+    from transformers import AutoTokenizer
+
+    for folder in ("adapter", "merged"):  # served with the template it was trained with, either way
+        assert AutoTokenizer.from_pretrained(promoted_dir(run) / folder).chat_template == template.read_text()
 
 
 # ---- flywheel promote ---------------------------------------------------------------------------------------

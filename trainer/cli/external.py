@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     from eval.external import ExternalSuiteError, load_external_suite
 
     try:
-        results = load_external_suite(args.suite).run(args.checkpoint, args.endpoint, args.out, args.tasks)
+        results = load_external_suite(args.suite).run(args.checkpoint, args.endpoint, args.out, args.tasks, progress=True)
     except ExternalSuiteError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
