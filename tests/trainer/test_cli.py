@@ -158,3 +158,15 @@ def test_help_of_every_command_through_the_dispatcher(capsys):
             except SystemExit as e:
                 rc = e.code
         assert rc == 0 and buf.getvalue().startswith(f"usage: flywheel {name}")
+
+
+@pytest.mark.parametrize("name, flags", [("run", ["--quiet"]), ("train", ["--quiet"]), ("study", ["--quiet"]),
+                                         ("submit", ["--every", "1d", "--dry-run"]),
+                                         ("eval", ["--checkpoint", "ck", "--quiet"])])
+def test_overrides_may_follow_the_options(name, flags):
+    """`flywheel submit R.yaml --every 1d --dry-run run_dir=X`: the override after the options is
+    still an override (it was an "unrecognized arguments" error)."""
+    from trainer.cli.common import parse
+
+    args = parse(command_module(name).parser(), ["r.yaml", "seed=1", *flags, "run_dir=/tmp/x"])
+    assert (args.recipe, args.overrides) == ("r.yaml", ["seed=1", "run_dir=/tmp/x"])

@@ -53,8 +53,11 @@ class IngestParser(argparse.ArgumentParser):
 
 
 def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
-    """The parsed arguments; with `--quiet`, the libraries are silenced before anything loads them."""
-    args = parser.parse_args(argv)
+    """The parsed arguments; with `--quiet`, the libraries are silenced before anything loads them.
+    Positionals may come after options (`flywheel submit R.yaml --every 1d --dry-run seed=1`: the
+    override is still one), except in commands with sub-commands, which argparse cannot intermix."""
+    subcommands = any(isinstance(a, argparse._SubParsersAction) for a in parser._actions)
+    args = parser.parse_args(argv) if subcommands else parser.parse_intermixed_args(argv)
     if getattr(args, "quiet", False):
         silence_libraries()
     return args

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from eval.errors import EvalError
 from eval.records import EvalSummary
-from trainer.cli.common import add_quiet, add_recipe, silence_libraries
+from trainer.cli.common import add_quiet, add_recipe, parse
 
 
 def shard_arg(text: str) -> tuple[int, int]:
@@ -60,9 +60,7 @@ def print_summary(summary: EvalSummary, out: Path, as_json: bool) -> None:
 
 
 def main(argv: list[str]) -> int:
-    args = parser().parse_intermixed_args(argv)
-    if args.quiet:
-        silence_libraries()
+    args = parse(parser(), argv)
     from eval.checkpoint_eval import evaluate_checkpoint
     from trainer.round import load_options
 

@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from trainer.cli.common import add_recipe
+from trainer.cli.common import add_recipe, parse
 
 
 def parser() -> argparse.ArgumentParser:
@@ -32,7 +32,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     ap = parser()
-    args = ap.parse_args(argv)
+    args = parse(ap, argv)
     if args.stop:
         if args.every or args.rounds is not None or args.overrides or args.dry_run:
             ap.error("--stop takes only RUN_DIR (no overrides, --every, --rounds or --dry-run)")
