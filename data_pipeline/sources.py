@@ -53,6 +53,8 @@ def skip_note(path: Path) -> str | None:
     name = path.name.lower()
     if name.startswith(_DOC_NAMES) or path.suffix.lower() in (".md", ".rst", ".txt", ".html", ".pdf", ".png", ".jpg"):
         return "documentation or licence, not trajectories"
+    if path.suffix.lower() in (".py", ".sh", ".js", ".ts", ".ipynb"):  # e.g. the script that wrote the logs
+        return "program source, not trajectories"
     if name.startswith("."):
         return "hidden file"
     from .adapters.atif import side_file_note as harbor_note

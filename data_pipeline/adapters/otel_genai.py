@@ -9,7 +9,12 @@
 - a Jaeger JSON export ({"data": [{traceID, spans: [{traceID, spanID, operationName, references,
   startTime, duration (µs), tags: [{key, type, value}], processID}], processes}]}): tags become the
   attributes, the process's tags and serviceName the resource attributes, the CHILD_OF reference the
-  parent, µs become ns (`_jaeger_spans`); span logs (events) are not read.
+  parent, µs become ns, span logs become span events (`_jaeger_spans`).
+
+Message content given in span events rather than attributes (the current conventions'
+`gen_ai.client.inference.operation.details` event, the older per-message `gen_ai.*.message` /
+`gen_ai.choice` events, v1.27's `gen_ai.content.prompt` / `completion`; Strands Agents writes them) is
+folded into the span's attributes first (otel_events.py), so everything below applies to it.
 
 Spans are grouped into one trajectory per `gen_ai.conversation.id` (a trace whose spans carry one
 belongs to that conversation), else one per trace (locators `conversation <id>` / `trace <id>`),
@@ -77,6 +82,7 @@ from typing import Any, Iterator
 
 from . import Record, bad
 from .common import (MappingError, head_text, jsonl_objects, load_document, mapped, stable_id, tools_to_openai)
+from .otel_events import fold_events
 
 NAME = "otel-genai"
 _ROLES = {"system", "user", "assistant", "tool"}
@@ -167,7 +173,10 @@ def _spans(doc: Any, loc: str) -> Iterator[dict[str, Any]]:
         for ss in rs.get("scopeSpans") or rs.get("instrumentationLibrarySpans") or []:
             for sp in (ss or {}).get("spans") or []:
                 if isinstance(sp, dict):
-                    yield {**sp, "_attrs": attributes(sp.get("attributes")), "_resource": resource}
+                    events = [(e.get("name"), attributes(e.get("attributes"))) for e in sp.get("events") or []
+                              if isinstance(e, dict)]
+                    yield {**sp, "_attrs": fold_events(attributes(sp.get("attributes")), events),
+                           "_resource": resource}
 
 
 def _tag_value(t: dict[str, Any]) -> Any:
@@ -212,7 +221,7 @@ def _jaeger_spans(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
             parent = next((r.get("spanID") for r in refs if r.get("refType") == "CHILD_OF"), None)
             if parent is None and refs:
                 parent = refs[0].get("spanID")
-            attrs = _tags(sp.get("tags"))
+            attrs = fold_events(_tags(sp.get("tags")), _jaeger_events(sp.get("logs")))
             start, dur = _nanos(sp.get("startTime")), _nanos(sp.get("duration"))
             error = attrs.get("error") is True or str(attrs.get("otel.status_code", "")).upper() == "ERROR"
             yield {"traceId": sp.get("traceID") or trace.get("traceID"), "spanId": sp.get("spanID"),
@@ -221,6 +230,18 @@ def _jaeger_spans(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
                    "endTimeUnixNano": None if start is None else (start + (dur or 0)) * 1000,
                    "status": {"code": 2, "message": attrs.get("otel.status_description") or ""} if error else {},
                    "_attrs": attrs, "_resource": resource}
+
+
+def _jaeger_events(logs: Any) -> list[tuple[Any, dict[str, Any]]]:
+    """A Jaeger span's logs as span events: the `event` field is the name, the other fields its
+    attributes (how Jaeger stores an OpenTelemetry span event)."""
+    out = []
+    for log in logs or []:
+        fields = _tags(log.get("fields")) if isinstance(log, dict) else {}
+        if "event" in fields:
+            name = fields.pop("event")
+            out.append((name, fields))
+    return out
 
 
 def _text_parts(parts: list[Any]) -> str:
@@ -244,8 +265,8 @@ def _response_text(r: Any) -> str:
     if isinstance(r, dict) and isinstance(r.get("content"), list) and not r.get("isError") and set(r) <= {
             "content", "isError", "structuredContent", "_meta"}:  # an MCP CallToolResult
         r = r["content"]
-    if isinstance(r, list) and r and all(
-            isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in r):
+    if isinstance(r, list) and r and all(  # {"type": "text", "text"} parts, or Bedrock's {"text"} blocks
+            isinstance(p, dict) and p.get("type", "text") == "text" and isinstance(p.get("text"), str) for p in r):
         return "\n".join(p["text"] for p in r)
     return r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)
 
@@ -641,8 +662,8 @@ def conversations(spans: list[dict[str, Any]], path: Path, loc: str, key: str) -
     if not threads:
         raise MappingError("gen_ai.input.messages", f"{len(genai)} GenAI spans but no message content "
                            "(content capture is opt-in: OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT="
-                           "span_only or span_and_event; event_only and the older conventions write it to log "
-                           "events, which are not read)")
+                           "span_only or span_and_event; span events are read, but event_only writes it to the "
+                           "OpenTelemetry logs signal, which is not a trace export)")
     # execute_tool results for calls no message answers, in the thread that made the call
     owner = {c["id"]: t for t in threads for m in t.messages for c in m.get("tool_calls") or [] if c.get("id")}
     unpaired = []

@@ -193,8 +193,10 @@ def _otel_lines():
 
 def test_otel_counts_and_conversation_grouping(tmp_path):
     store, s, trajs = _ingest(tmp_path, SAMPLES / "otel-genai")
-    # 4 from the files here, 3 from the real exports in the subfolders (test_otel_real_samples.py)
-    assert s.read == s.accepted + s.duplicates + s.quarantined == 7 and s.quarantined == 0, store.quarantine()
+    # 4 from the files here, 3 from the real exports in the subfolders (test_otel_real_samples.py), 2
+    # Strands runs (test_otel_span_events.py); their generate.py is skipped as program source
+    assert s.read == s.accepted + s.duplicates + s.quarantined == 9 and s.quarantined == 0, store.quarantine()
+    assert ("program source, not trajectories" in dict((Path(p).name, why) for p, why in s.skipped)["generate.py"])
     conv = _one(trajs, lambda t: t.episode_id == "conversation conv_5j66UpCpwteGg4YSxUnt7lPY")
     assert len(conv.metadata["trace_ids"]) == 2  # two traces (two export lines), one conversation
     assert [m.role for m in conv.messages] == ["system", "user", "assistant", "tool", "assistant", "user",
