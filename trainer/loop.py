@@ -80,6 +80,8 @@ def gate_round(recipe: Recipe, run: RunDir, r: int, echo: bool = True) -> Verdic
     verdict = gate(recipe, run, r)
     if verdict is not None and echo:
         print(f"  gate: {verdict.line()}", flush=True)
+    if verdict is not None:
+        tracking.log_gate(recipe, run, r)  # W&B: the verdict, and the `promoted` alias on its checkpoint
     return verdict
 
 

@@ -7,7 +7,7 @@ as a separate job can be logged later by whoever runs next (`log_pending`).
 
 W&B layout, one run per (experiment, job, round):
   project / entity   tracking.wandb.project / entity
-  group              the experiment;  job_type: train | eval | curve;  tags: method:<m>, arm:<a>, extra tags
+  group              the experiment;  job_type: train | eval | curve | gate;  tags: method:<m>, arm:<a>, extra tags
   config             the resolved recipe, its hash, the code version, the round
   train run          summary: data counts, interaction hours, LR, GPU-hours, train loss; history: loss per step;
                      artifacts: uses the parent checkpoint and the experience-store batches it trained on,
@@ -15,6 +15,10 @@ W&B layout, one run per (experiment, job, round):
   eval run           summary: held-out metrics with their 95% intervals, per suite; uses the checkpoint,
                      logs the eval results
   curve run          summary: fitted curve parameters with intervals; the curve image
+  gate run           the promotion gate's verdict on the round (trainer/promote.py): promoted or not, the
+                     paired difference with its interval, p-value, both scores; a promoted round's
+                     checkpoint artifact gets the alias `promoted` (W&B moves it from the one before), so
+                     the registry shows what to deploy
 Run ids are deterministic, `<experiment>-<job>-r<round>-<run key>` (the run key is drawn once per run
 directory and kept in tracking/run_key, so two run directories of one experiment never share W&B
 runs), and runs open with resume="allow": a preempted stage reopens its own W&B run on rerun.
@@ -56,7 +60,7 @@ from trainer.recipe import Recipe, code_version
 from trainer.records import RoundManifest
 from trainer.rundir import RunDir, atomic_write_text
 
-JOBS = ("train", "eval", "curve")
+JOBS = ("train", "eval", "curve", "gate")
 RECORDS_NAME = "metrics.jsonl"
 CURVE_KEYS = ("asymptote", "midpoint", "exponent", "slope_at_midpoint", "learning_speed", "x_to_target")
 
@@ -413,7 +417,33 @@ def _log_curve(recipe: Recipe, run: RunDir, r: int, wb, key: str | None) -> dict
     return record
 
 
-_LOGGERS = {"train": _log_train, "eval": _log_eval, "curve": _log_curve}
+def _log_gate(recipe: Recipe, run: RunDir, r: int, wb, key: str | None) -> dict:
+    from trainer.promote import read_verdict
+
+    v = read_verdict(run, r)
+    record = {"job": "gate", "round": r, "decision": v.decision, "promoted": v.promoted, "incumbent": v.incumbent,
+              "candidate_score": v.candidate_score, "incumbent_score": v.incumbent_score,
+              "difference": v.difference, "difference_ci95": v.difference_ci95, "p_value": v.p_value,
+              "tasks": v.tasks, "margin": v.margin, "level": v.level, "reason": v.reason}
+    if wb is None:
+        return record
+    import wandb
+
+    scalars: dict[str, Any] = {"round": r, "gate/promoted": int(v.promoted), "gate/tasks": v.tasks,
+                               "gate/margin": v.margin, "gate/level": v.level}
+    scalars.update(_interval_scalars("gate/difference", v.difference, v.difference_ci95))
+    for k in ("p_value", "candidate_score", "incumbent_score", "incumbent"):
+        if isinstance(getattr(v, k), (int, float)):
+            scalars[f"gate/{k}"] = getattr(v, k)
+    wb.log(scalars)
+    wb.summary.update({**scalars, "gate/decision": v.decision, "gate/reason": v.reason})
+    if v.promoted:  # the same files give the same artifact version: the alias moves onto it
+        wb.log_artifact(checkpoint_artifact(wandb, recipe, run, r, key), aliases=[f"round-{r:04d}", "promoted"])
+        record["artifacts"] = {"output": f"checkpoint:round-{r:04d}", "aliases": ["promoted"]}
+    return record
+
+
+_LOGGERS = {"train": _log_train, "eval": _log_eval, "curve": _log_curve, "gate": _log_gate}
 
 
 def _stage_outputs_exist(run: RunDir, job: str, r: int) -> bool:
@@ -421,6 +451,10 @@ def _stage_outputs_exist(run: RunDir, job: str, r: int) -> bool:
         return run.manifest(r) is not None
     if job == "eval":
         return run.eval_summary(r) is not None
+    if job == "gate":
+        from trainer.promote import verdict_path
+
+        return verdict_path(run, r).exists()
     return (run.curve / "curve.json").exists()
 
 
@@ -484,6 +518,11 @@ def log_stage(recipe: Recipe, run: RunDir, job: str, r: int) -> dict | None:
     return _finish(recipe, run, job, r, _open(recipe, run, job, r, mode))
 
 
+def log_gate(recipe: Recipe, run: RunDir, r: int) -> dict | None:
+    """Log the promotion gate's verdict on round r (promotion/round-XXXX.json), once."""
+    return log_stage(recipe, run, "gate", r)
+
+
 def log_curve(recipe: Recipe, run: RunDir, r: int) -> dict | None:
     """Log the curve refitted after round r (curve/curve.json, curve.png)."""
     return log_stage(recipe, run, "curve", r)
@@ -495,7 +534,7 @@ def log_pending(recipe: Recipe, run: RunDir) -> list[dict]:
     written = []
     rounds = run.completed_rounds()
     for r in rounds:
-        for job in (("train", "eval") if r >= 1 else ("eval",)):
+        for job in (("train", "eval", "gate") if r >= 1 else ("eval", "gate")):
             rec = log_stage(recipe, run, job, r)
             if rec is not None:
                 written.append(rec)

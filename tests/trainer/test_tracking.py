@@ -169,7 +169,7 @@ def test_run_ids_are_deterministic_per_experiment_job_round_and_run_directory(tm
     key_a = tracking.run_key(a)
     assert tracking.run_key(a) == key_a and tracking.run_key(b) != key_a
     ids = {tracking.wandb_run_id("exp", job, r, key_a) for job in tracking.JOBS for r in range(3)}
-    assert len(ids) == 9
+    assert len(ids) == 12
     assert tracking.wandb_run_id("exp", "train", 2, key_a) == f"exp-train-r0002-{key_a}"
     assert tracking.wandb_run_id("my exp/v2", "eval", 1, key_a).startswith("my-exp-v2-eval-r0001-")
     with pytest.raises(ValueError):
@@ -253,6 +253,45 @@ def test_curve_run_has_parameters_with_intervals_and_the_image(tmp_path, monkeyp
     assert s["curve/asymptote_lo"] <= s["curve/asymptote"] <= s["curve/asymptote_hi"]
     assert s["curve/plot"]["_type"] == "image-file"
     assert (curve["folder"] / "files" / s["curve/plot"]["path"]).is_file()
+
+
+def test_gate_runs_carry_the_verdict_and_the_promoted_alias_follows_the_promotions(tmp_path, monkeypatch):
+    """Round 1 promoted, round 2 rejected: each verdict is a `gate` run with its numbers, and the
+    checkpoint artifact of each promoted round is logged again with the alias `promoted` (the same
+    digest as the round's own checkpoint: W&B moves the alias onto that version)."""
+    from trainer.promote import Verdict, verdict_path
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    recipe, run = make_run(tmp_path, rounds=2)
+    verdicts = {0: Verdict(round=0, promoted=True, decision="promoted", reason="the base model, initially"),
+                1: Verdict(round=1, promoted=True, decision="promoted", reason="not worse", incumbent=0, tasks=20,
+                           candidate_score=0.3, incumbent_score=0.2, difference=0.1, difference_ci95=[0.02, 0.18],
+                           upper_bound=0.16, p_value=0.99),
+                2: Verdict(round=2, promoted=False, decision="rejected", reason="worse beyond noise", incumbent=1,
+                           tasks=20, candidate_score=0.1, incumbent_score=0.3, difference=-0.2,
+                           difference_ci95=[-0.3, -0.1], upper_bound=-0.12, p_value=0.001)}
+    for r, v in verdicts.items():
+        verdict_path(run, r).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(verdict_path(run, r), v.to_dict())
+    written = tracking.log_pending(recipe, run)
+    assert [(w["job"], w["round"]) for w in written if w["job"] == "gate"] == [("gate", 0), ("gate", 1), ("gate", 2)]
+    key = tracking.run_key(run)
+    runs = offline_runs(run.root)
+    (g1,) = runs[tracking.wandb_run_id("tracktest", "gate", 1, key)]
+    (g2,) = runs[tracking.wandb_run_id("tracktest", "gate", 2, key)]
+    assert g1["run"].job_type == "gate" and g1["exit"] == 0
+    assert g1["summary"]["gate/promoted"] == 1 and g1["summary"]["gate/decision"] == "promoted"
+    assert (g1["summary"]["gate/difference_lo"], g1["summary"]["gate/difference_hi"]) == (0.02, 0.18)
+    assert g2["summary"]["gate/promoted"] == 0 and g2["summary"]["gate/p_value"] == pytest.approx(0.001)
+    assert g2["summary"]["gate/reason"] == "worse beyond noise" and g2["artifacts"] == []
+    (promoted,) = g1["artifacts"]
+    assert "promoted" in promoted.aliases and promoted.type == "model"
+    (train1,) = runs[tracking.wandb_run_id("tracktest", "train", 1, key)]
+    (ckpt1,) = [a for a in train1["artifacts"] if not a.use_after_commit]
+    assert promoted.digest == ckpt1.digest  # the alias lands on round 1's own checkpoint version
+    records = [r for r in tracking.read_records(run.root) if r["job"] == "gate"]
+    assert [(r["round"], r["decision"]) for r in records] == [(0, "promoted"), (1, "promoted"), (2, "rejected")]
+    assert tracking.log_pending(recipe, run) == []  # each verdict logged once
 
 
 def test_failed_stage_is_marked_failed_and_its_rerun_resumes_the_same_run(tmp_path, monkeypatch):

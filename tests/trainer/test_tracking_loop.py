@@ -41,8 +41,15 @@ def test_rounds_evals_and_curves_are_in_the_offline_wandb_files(two_experiments)
     key = tracking.run_key(run)
     runs = offline_runs(run.root)
     ids = {tracking.wandb_run_id("quickstart", job, r, key) for job, r in
-           [("eval", 0), ("curve", 0), ("train", 1), ("eval", 1), ("curve", 1), ("train", 2), ("eval", 2), ("curve", 2)]}
+           [("eval", 0), ("gate", 0), ("curve", 0), ("train", 1), ("eval", 1), ("gate", 1), ("curve", 1),
+            ("train", 2), ("eval", 2), ("gate", 2), ("curve", 2)]}
     assert set(runs) == ids and all(len(v) == 1 and v[0]["exit"] == 0 for v in runs.values())
+    # the gate's verdicts: the `promoted` alias is on the checkpoint of each round the gate promoted
+    for r in (0, 1, 2):
+        (gate,) = runs[tracking.wandb_run_id("quickstart", "gate", r, key)]
+        verdict = json.loads((run.root / "promotion" / f"round-{r:04d}.json").read_text())
+        assert gate["summary"]["gate/promoted"] == int(verdict["promoted"])
+        assert ["promoted" in a.aliases for a in gate["artifacts"]] == ([True] if verdict["promoted"] else [])
 
     for r in (1, 2):
         manifest = run.manifest(r)
@@ -80,8 +87,9 @@ def test_rounds_evals_and_curves_are_in_the_offline_wandb_files(two_experiments)
     assert curve["summary"]["curve/points"] == 3 and curve["summary"]["curve/plot"]["_type"] == "image-file"
 
     records = tracking.read_records(run.root)
-    assert [(x["job"], x["round"]) for x in records] == [("eval", 0), ("curve", 0), ("train", 1), ("eval", 1),
-                                                         ("curve", 1), ("train", 2), ("eval", 2), ("curve", 2)]
+    assert [(x["job"], x["round"]) for x in records] == [("eval", 0), ("gate", 0), ("curve", 0), ("train", 1),
+                                                         ("eval", 1), ("gate", 1), ("curve", 1), ("train", 2),
+                                                         ("eval", 2), ("gate", 2), ("curve", 2)]
     assert "wandb sync" in (run.tracking / "SYNC.md").read_text()
 
 
