@@ -7,7 +7,7 @@ as a separate job can be logged later by whoever runs next (`log_pending`).
 
 W&B layout, one run per (experiment, job, round):
   project / entity   tracking.wandb.project / entity
-  group              the experiment;  job_type: train | eval | curve | gate;  tags: method:<m>, arm:<a>, extra tags
+  group              the experiment;  job_type: train | eval | curve | gate | promote;  tags: method:<m>, arm:<a>, extra tags
   config             the resolved recipe, its hash, the code version, the round
   train run          summary: data counts, interaction hours, LR, GPU-hours, train loss; history: loss per step;
                      artifacts: uses the parent checkpoint and the experience-store batches it trained on,
@@ -19,6 +19,9 @@ W&B layout, one run per (experiment, job, round):
                      paired difference with its interval, p-value, both scores; a promoted round's
                      checkpoint artifact gets the alias `promoted` (W&B moves it from the one before), so
                      the registry shows what to deploy
+  promote run        a promotion by hand (`flywheel promote`): who, why, which round; the alias `promoted`
+                     moves to that round's checkpoint. Numbered by its line in promotion/history.jsonl
+                     (the record's `round` is that entry number, `promoted_round` the round)
 Run ids are deterministic, `<experiment>-<job>-r<round>-<run key>` (the run key is drawn once per run
 directory and kept in tracking/run_key, so two run directories of one experiment never share W&B
 runs), and runs open with resume="allow": a preempted stage reopens its own W&B run on rerun.
@@ -60,7 +63,7 @@ from trainer.recipe import Recipe, code_version
 from trainer.records import RoundManifest
 from trainer.rundir import RunDir, atomic_write_text
 
-JOBS = ("train", "eval", "curve", "gate")
+JOBS = ("train", "eval", "curve", "gate", "promote")
 RECORDS_NAME = "metrics.jsonl"
 CURVE_KEYS = ("asymptote", "midpoint", "exponent", "slope_at_midpoint", "learning_speed", "x_to_target")
 
@@ -185,7 +188,8 @@ def _open(recipe: Recipe, run: RunDir, job: str, r: int, mode: str):
     cfg = recipe.tracking.wandb
     key = run_key(run)
     kwargs = dict(project=cfg.project, entity=cfg.entity, group=recipe.experiment, job_type=job,
-                  id=wandb_run_id(recipe.experiment, job, r, key), name=f"{recipe.experiment}/{job}/round-{r}",
+                  id=wandb_run_id(recipe.experiment, job, r, key),
+                  name=f"{recipe.experiment}/{job}/{'entry' if job == 'promote' else 'round'}-{r}",
                   resume="allow", dir=str(run.tracking.resolve()), tags=_tags(recipe, job),
                   config=_config(recipe, r, key), settings=_settings(wandb, job), reinit="create_new")
     try:
@@ -443,7 +447,25 @@ def _log_gate(recipe: Recipe, run: RunDir, r: int, wb, key: str | None) -> dict:
     return record
 
 
-_LOGGERS = {"train": _log_train, "eval": _log_eval, "curve": _log_curve, "gate": _log_gate}
+def _log_promote(recipe: Recipe, run: RunDir, entry: int, wb, key: str | None) -> dict:
+    from trainer.promote import read_history
+
+    v = read_history(run)[entry - 1]
+    record = {"job": "promote", "round": entry, "promoted_round": v.round, "incumbent": v.incumbent,
+              "by": v.by, "reason": v.reason, "at": v.at}
+    if wb is None:
+        return record
+    import wandb
+
+    scalars = {"promote/round": v.round, **({"promote/incumbent": v.incumbent} if v.incumbent is not None else {})}
+    wb.log(scalars)
+    wb.summary.update({**scalars, "promote/by": v.by, "promote/reason": v.reason})
+    wb.log_artifact(checkpoint_artifact(wandb, recipe, run, v.round, key), aliases=[f"round-{v.round:04d}", "promoted"])
+    record["artifacts"] = {"output": f"checkpoint:round-{v.round:04d}", "aliases": ["promoted"]}
+    return record
+
+
+_LOGGERS = {"train": _log_train, "eval": _log_eval, "curve": _log_curve, "gate": _log_gate, "promote": _log_promote}
 
 
 def _stage_outputs_exist(run: RunDir, job: str, r: int) -> bool:
@@ -455,6 +477,11 @@ def _stage_outputs_exist(run: RunDir, job: str, r: int) -> bool:
         from trainer.promote import verdict_path
 
         return verdict_path(run, r).exists()
+    if job == "promote":  # r: the entry's number in promotion/history.jsonl
+        from trainer.promote import read_history
+
+        history = read_history(run)
+        return 1 <= r <= len(history) and history[r - 1].decision == "manual"
     return (run.curve / "curve.json").exists()
 
 
@@ -523,6 +550,19 @@ def log_gate(recipe: Recipe, run: RunDir, r: int) -> dict | None:
     return log_stage(recipe, run, "gate", r)
 
 
+def log_promotions_by_hand(recipe: Recipe, run: RunDir) -> list[dict]:
+    """Log the promotions by hand (`flywheel promote`) not logged yet: the alias `promoted` follows."""
+    from trainer.promote import read_history
+
+    out = []
+    for entry, v in enumerate(read_history(run), 1):
+        if v.decision == "manual":
+            rec = log_stage(recipe, run, "promote", entry)
+            if rec is not None:
+                out.append(rec)
+    return out
+
+
 def log_curve(recipe: Recipe, run: RunDir, r: int) -> dict | None:
     """Log the curve refitted after round r (curve/curve.json, curve.png)."""
     return log_stage(recipe, run, "curve", r)
@@ -538,6 +578,7 @@ def log_pending(recipe: Recipe, run: RunDir) -> list[dict]:
             rec = log_stage(recipe, run, job, r)
             if rec is not None:
                 written.append(rec)
+    written += log_promotions_by_hand(recipe, run)
     evaluated = [r for r in rounds if run.eval_summary(r) is not None]
     if evaluated:
         rec = log_curve(recipe, run, evaluated[-1])

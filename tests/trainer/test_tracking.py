@@ -169,7 +169,7 @@ def test_run_ids_are_deterministic_per_experiment_job_round_and_run_directory(tm
     key_a = tracking.run_key(a)
     assert tracking.run_key(a) == key_a and tracking.run_key(b) != key_a
     ids = {tracking.wandb_run_id("exp", job, r, key_a) for job in tracking.JOBS for r in range(3)}
-    assert len(ids) == 12
+    assert len(ids) == 15
     assert tracking.wandb_run_id("exp", "train", 2, key_a) == f"exp-train-r0002-{key_a}"
     assert tracking.wandb_run_id("my exp/v2", "eval", 1, key_a).startswith("my-exp-v2-eval-r0001-")
     with pytest.raises(ValueError):
@@ -292,6 +292,22 @@ def test_gate_runs_carry_the_verdict_and_the_promoted_alias_follows_the_promotio
     records = [r for r in tracking.read_records(run.root) if r["job"] == "gate"]
     assert [(r["round"], r["decision"]) for r in records] == [(0, "promoted"), (1, "promoted"), (2, "rejected")]
     assert tracking.log_pending(recipe, run) == []  # each verdict logged once
+
+    # a roll forward by hand to the rejected round 2 (`flywheel promote` appends it to history.jsonl)
+    history = run.root / "promotion" / "history.jsonl"
+    lines = [json.dumps(v.to_dict()) for v in verdicts.values()]
+    manual = Verdict(round=2, promoted=True, decision="manual", incumbent=1, reason="hotfix", by="alice", test="by hand")
+    history.write_text("\n".join(lines + [json.dumps(manual.to_dict())]) + "\n")
+    (rec,) = tracking.log_promotions_by_hand(recipe, run)
+    assert (rec["job"], rec["round"], rec["promoted_round"], rec["by"]) == ("promote", 4, 2, "alice")
+    (p4,) = offline_runs(run.root)[tracking.wandb_run_id("tracktest", "promote", 4, key)]
+    assert p4["run"].job_type == "promote" and p4["run"].display_name == "tracktest/promote/entry-4"
+    assert p4["summary"]["promote/round"] == 2 and p4["summary"]["promote/reason"] == "hotfix"
+    (moved,) = p4["artifacts"]
+    (train2,) = runs[tracking.wandb_run_id("tracktest", "train", 2, key)]
+    (ckpt2,) = [a for a in train2["artifacts"] if not a.use_after_commit]
+    assert "promoted" in moved.aliases and moved.digest == ckpt2.digest
+    assert tracking.log_pending(recipe, run) == []
 
 
 def test_failed_stage_is_marked_failed_and_its_rerun_resumes_the_same_run(tmp_path, monkeypatch):

@@ -20,14 +20,18 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     a = parser().parse_args(argv)
+    from trainer import tracking
     from trainer.promote import promote_by_hand, promoted_dir
+    from trainer.recipe import RESOLVED_NAME, load_recipe
     from trainer.rundir import RunDir
 
     verdict = promote_by_hand(a.run_dir, a.round, a.reason)
+    run = RunDir(a.run_dir)  # W&B: the alias `promoted` follows the promotion by hand
+    tracking.log_promotions_by_hand(load_recipe(run.root / RESOLVED_NAME), run)
     if a.json:
         print(json.dumps(verdict.to_dict(), sort_keys=True))
     else:
         was = "nothing" if verdict.incumbent is None else f"round {verdict.incumbent}"
         print(f"promoted round {verdict.round} (was {was}) by {verdict.by}: {verdict.reason}")
-        print(f"serve it: {promoted_dir(RunDir(a.run_dir)) / 'SERVING.md'}")
+        print(f"serve it: {promoted_dir(run) / 'SERVING.md'}")
     return 0
