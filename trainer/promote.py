@@ -359,11 +359,22 @@ def serving_text(recipe: Recipe, run: RunDir, promoted: Promoted, rank: int | No
              f"Held-out {promoted.metric}: " + ("-" if promoted.score is None else f"{promoted.score:.3f}")
              + (f" (95% interval {promoted.score_ci95[0]:.3f}-{promoted.score_ci95[1]:.3f})" if promoted.score_ci95 else ""),
              ""]
+    # A recipe's own chat template (model.chat_template) is what the rounds trained and were evaluated
+    # with; a server reads the base model's template unless told otherwise (vLLM and SGLang take the
+    # tokenizer of the base, not of a LoRA adapter), so the lines pass it.
+    template = None
+    if recipe.model.chat_template:
+        template = (root / promoted.adapter / "chat_template.jinja") if promoted.adapter else \
+            Path(recipe.model.chat_template).resolve()
+    flag = f" --chat-template {template}" if template else ""
+    if template:
+        lines += [f"The rounds were trained and evaluated with the recipe's chat template, not the base model's own: "
+                  f"the lines pass it (`{template}`).", ""]
     if promoted.adapter is None:
         lines += [f"Round {promoted.round} is the base model itself: there is no adapter; serve the base.", "",
-                  "vLLM:", "", "```", f"vllm serve {base} --served-model-name {name}", "```", "",
-                  "SGLang:", "", "```", f"python -m sglang.launch_server --model-path {base} --served-model-name {name}",
-                  "```", ""]
+                  "vLLM:", "", "```", f"vllm serve {base} --served-model-name {name}{flag}", "```", "",
+                  "SGLang:", "", "```",
+                  f"python -m sglang.launch_server --model-path {base} --served-model-name {name}{flag}", "```", ""]
     else:
         adapter = root / promoted.adapter
         rank = rank or 16
@@ -371,14 +382,15 @@ def serving_text(recipe: Recipe, run: RunDir, promoted: Promoted, rank: int | No
         lines += [f"The LoRA adapter (with its tokenizer) is `{adapter}`; its base model is `{base}`.",
                   f"Requests name the model `{name}`.", "",
                   "vLLM:", "", "```",
-                  f"vllm serve {base} --enable-lora --lora-modules {name}={adapter} --max-lora-rank {vllm_rank}",
+                  f"vllm serve {base} --enable-lora --lora-modules {name}={adapter} --max-lora-rank {vllm_rank}{flag}",
                   "```", "", "SGLang:", "", "```",
                   f"python -m sglang.launch_server --model-path {base} --enable-lora --lora-paths {name}={adapter} "
-                  f"--max-lora-rank {rank}",
+                  f"--max-lora-rank {rank}{flag}",
                   "```", ""]
         if promoted.merged:
             merged = root / promoted.merged
-            lines += ["Merged weights (the adapter folded into the base; a plain model folder, no LoRA flags):", "",
+            lines += ["Merged weights (the adapter folded into the base; a plain model folder with the tokenizer and "
+                      "chat template it was trained with, no LoRA flags):", "",
                       "```", f"vllm serve {merged} --served-model-name {name}",
                       f"python -m sglang.launch_server --model-path {merged} --served-model-name {name}", "```", ""]
     lines += ["This folder is replaced as a whole when another round is promoted (a symbolic link swapped in one "

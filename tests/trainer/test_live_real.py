@@ -72,6 +72,7 @@ def test_logs_in_gated_promoted_and_merged_on_the_real_model(real_model_dir, tmp
     serving = (folder / "SERVING.md").read_text()
     assert f"vllm serve {real_model_dir} --enable-lora" in serving, serving
     assert "--max-lora-rank 8" in serving and str(folder / "merged") in serving
+    assert f"--chat-template {run.root.resolve() / 'promoted' / 'adapter' / 'chat_template.jinja'}" in serving
 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer

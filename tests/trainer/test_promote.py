@@ -205,6 +205,7 @@ def test_serving_md_names_the_promoted_paths(tmp_path, tiny_model_dir):
             in serving)
     # the named paths hold what a server loads: the adapter and its tokenizer
     assert (adapter / "adapter_config.json").exists() and (adapter / "tokenizer_config.json").exists()
+    assert "--chat-template" not in serving  # the base model's own template: nothing to pass
     assert promoted_dir(run).is_symlink()  # swapped in one rename
     assert [p.name for p in (run.root / ".promoted").iterdir()] == [Path(str(promoted_dir(run).readlink())).name]
 
@@ -263,6 +264,11 @@ def test_merged_weights_when_asked(tmp_path, tiny_model_dir):
 
     for folder in ("adapter", "merged"):  # served with the template it was trained with, either way
         assert AutoTokenizer.from_pretrained(promoted_dir(run) / folder).chat_template == template.read_text()
+    # vLLM and SGLang read the base's tokenizer for a LoRA adapter: the lines pass the trained template
+    serving = (promoted_dir(run) / "SERVING.md").read_text()
+    flag = f"--chat-template {run.root.resolve() / 'promoted' / 'adapter' / 'chat_template.jinja'}"
+    assert sum(flag in line for line in serving.splitlines() if "--enable-lora" in line) == 2, serving
+    assert (promoted_dir(run) / "adapter" / "chat_template.jinja").read_text() == template.read_text()
 
 
 # ---- flywheel promote ---------------------------------------------------------------------------------------
