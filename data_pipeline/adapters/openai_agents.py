@@ -20,7 +20,8 @@ One trajectory per trace (locator `trace <id>`); spans are read in `started_at` 
   input items as sent (or `client.responses.input_items.list(id, order="asc").data`). One shape, a
   Response plus its input, because the Response already echoes the request's instructions, model
   and tools: `input` is the only thing it lacks, and a Response stored by a logging proxy or
-  fetched by id is kept unchanged. These files are side files (sources.skip_note), not records.
+  fetched by id is kept unchanged. These files are side files (sources.skip_note), not records;
+  the note that skips one counts the Responses in it that no response span beside it names.
   `instructions` become the system message, `input` and `output` items are read as Codex
   rollouts' (responses_items.py: message roles developer -> system, input_text / output_text parts,
   function_call {name, arguments, call_id} -> an assistant tool call, function_call_output
@@ -111,9 +112,43 @@ def side_file_note(path: Path) -> str | None:
             head = f.read(HEAD_BYTES)
     except OSError:
         return None
-    if _RESPONSE_OBJECT.search(head_text(path, head)):
-        return "OpenAI Responses; joined by the openai-agents adapter to the response spans of the trace exports beside it"
-    return None
+    if not _RESPONSE_OBJECT.search(head_text(path, head)):
+        return None
+    note = "OpenAI Responses; joined by the openai-agents adapter to the response spans of the trace exports beside it"
+    given, unnamed = _unnamed(path)
+    if unnamed:
+        shown = ", ".join(unnamed[:3]) + (", ..." if len(unnamed) > 3 else "")
+        note += (f"; {len(unnamed)} of {given} are named by no response span in the files beside it ({shown}) "
+                 "and are not ingested: export their traces into this folder")
+    return note
+
+
+_RESPONSE_ID = re.compile(rb'"response_id"\s*:\s*"([^"\\]+)"')
+
+
+def _unnamed(path: Path) -> tuple[int, list[str]]:
+    """(how many Responses `path` gives, the ids among them that no `response_id` in the other files
+    of its folder names): Responses whose traces were never exported are otherwise lost unseen."""
+    try:
+        files = sorted(p for p in path.parent.iterdir() if p.is_file() and p != path
+                       and not p.name.lower().endswith(RESPONSES_SUFFIXES)
+                       and p.name.lower().endswith((".json", ".jsonl", ".json.gz", ".jsonl.gz")))
+        key = tuple((str(p), st.st_mtime_ns, st.st_size) for p, st in ((p, p.stat()) for p in [path, *files]))
+    except OSError:
+        return 0, []
+    return _unnamed_in(key)
+
+
+@lru_cache(maxsize=8)
+def _unnamed_in(key: tuple[tuple[str, int, int], ...]) -> tuple[int, list[str]]:
+    given = list(_load_responses(key[:1])[0])
+    named: set[str] = set()
+    for name, _, _ in key[1:]:
+        try:
+            named.update(m.decode("utf-8", "replace") for m in _RESPONSE_ID.findall(read_bytes(Path(name))))
+        except (OSError, EOFError):
+            continue
+    return len(given), [r for r in given if r not in named]
 
 
 def _responses_beside(path: Path) -> tuple[dict[str, dict[str, Any]], tuple[str, ...]]:

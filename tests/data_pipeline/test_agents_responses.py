@@ -9,6 +9,7 @@ trace is quarantined with the reason and the way out; with them, response spans 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -85,6 +86,18 @@ def test_with_the_responses_the_traces_are_trajectories(tmp_path, extracted):
     assert (s.accepted, s.quarantined, s.duplicates) == (5, 3, 0), store.quarantine()
     assert [p for p, _ in s.skipped] == [str(responses)]
     given = {json.loads(line)["id"] for line in responses.read_text().splitlines()}
+    # the Responses no span names (their traces were not recorded) are counted in the skip note
+    named = {i["span_data"]["response_id"] for i in items if i.get("span_data", {}).get("type") == "response"}
+    unnamed = given - named
+    assert len(given) == 13 and len(unnamed) == 6
+    ((_, note),) = s.skipped
+    assert f"{len(unnamed)} of {len(given)} are named by no response span" in note
+    shown = re.findall(r"resp_[0-9a-f]+", note)
+    assert len(shown) == 3 and set(shown) <= unnamed and note.endswith("export their traces into this folder")
+    # once every Response is named by a span beside it, the note says nothing more
+    (ingest.parent / "more.jsonl").write_text("".join(json.dumps({"response_id": r}) + "\n" for r in unnamed))
+    assert sources.skip_note(responses).endswith("the trace exports beside it")
+    (ingest.parent / "more.jsonl").unlink()
     for e in store.quarantine():  # response spans whose Response the cassettes did not record
         assert "name a Response not given" in e["reason"]
         span_ids = [i["span_data"]["response_id"] for i in items if f"trace {i.get('trace_id')}" == e["record"]
