@@ -30,6 +30,17 @@ messages already stored are context (`metadata.context_messages`: in the prompt,
 loss) and whose interaction time starts where the stored one ended. The store stays append-only,
 no message is trained twice, and the interaction time of the two adds up to the session's. A
 conversation without new messages, and a broken line already quarantined, give nothing again.
+
+Stream formats (an adapter with `STREAM = True`: OTLP GenAI and Agents SDK export lines, where a
+trace's spans and a conversation's traces arrive over many lines as the agent works) are read whole
+up to the last complete line (a half-written one waits), with a watermark (mode `stream`) like a
+line format's. When the file grew since it was read, the records of the bytes read then are read
+again and matched to those of the whole (`StreamSource`): one given then is not given again, and
+one that extends a record given then (a conversation the last round stored half-way through) is
+given as its continuation, as for sessions (its interaction time: the whole's less the part's); the
+rest are new. So a conversation that a round cut in two is stored as its first part and the rest,
+never twice. One whose messages were all stored already gives nothing again, so the moments its
+outermost span ran on after its last message are not counted.
 """
 from __future__ import annotations
 
@@ -62,7 +73,7 @@ class LogFile:
     path: Path
     fmt: str
     mode: str  # lines: read from a watermark on (a line format); session: whole, a growth as a continuation;
-    # document: whole when new or changed
+    # stream: whole to its last complete line, a grown record as a continuation; document: whole when new or changed
     size: int
     mtime_ns: int
     start: int = 0  # first byte to read
@@ -90,6 +101,10 @@ class LogFile:
             stored = LineWindow(0, self.start, 1) if self.start else None
             return SessionSource(self.path, self.fmt, window=LineWindow(0, self.end, 1), sha256=self.end_sha,
                                  row={WATERMARK: wm}, stored=stored, first_line=self.start_lines + 1)
+        if self.mode == "stream":
+            return StreamSource(self.path, self.fmt, window=LineWindow(0, self.end, 1), sha256=self.end_sha,
+                                row={WATERMARK: wm}, stored=LineWindow(0, self.start, 1) if self.start else None,
+                                first_line=self.start_lines + 1)
         window = LineWindow(self.start, self.end, self.start_lines + 1) if self.lines_mode else None
         return sources.Source(self.path, self.fmt, window=window, sha256=self.end_sha, row={WATERMARK: wm})
 
@@ -127,13 +142,79 @@ class SessionSource(sources.Source):
                 yield Record(rec.locator, data=data)
 
 
-def continuation(old: dict[str, Any], new: dict[str, Any], first_line: int) -> dict[str, Any] | None:
+@dataclass
+class StreamSource(sources.Source):
+    """A stream file's complete lines (an adapter with `STREAM`: OTLP or Agents SDK export lines,
+    where one trace or conversation spans lines and grows as lines are appended). When part of it
+    was read before (`stored`: its bytes then), each record read now is matched to the records read
+    then: one they already gave is not given again, and one that extends a record read then (whose
+    messages begin with all of that record's) is given as its continuation (`continuation`), so a
+    conversation stored half-way through is never stored twice."""
+
+    stored: LineWindow | None = None
+    first_line: int = 1
+
+    def read(self):
+        if self.stored is None:
+            yield from super().read()
+            return
+        before: list[dict[str, Any]] = []
+        errors = set()
+        for rec in sources.Source(self.path, self.fmt, window=self.stored).read():
+            if rec.data is not None:
+                before.append(rec.data)
+            else:
+                errors.add((rec.locator, rec.error))
+        now = []
+        for rec in super().read():
+            if rec.data is None:
+                if (rec.locator, rec.error) not in errors:  # else quarantined when first read
+                    yield rec
+                continue
+            now.append(rec)
+        keys = [[_message_key(m) for m in d.get("messages") or []] for d in before]
+        claimed = [False] * len(before)
+        matched: dict[int, int] = {}
+        # first what was given before as it was (by its messages: its id may change as it grows) ...
+        for i, rec in enumerate(now):
+            mine = [_message_key(m) for m in rec.data.get("messages") or []]
+            j = next((j for j, k in enumerate(keys) if not claimed[j] and k == mine), None)
+            if j is not None:
+                claimed[j] = True
+                matched[i] = j
+        # ... then what grew: the longest record read before that it begins with
+        for i, rec in enumerate(now):
+            if i in matched:
+                continue
+            mine = [_message_key(m) for m in rec.data.get("messages") or []]
+            cands = [j for j, k in enumerate(keys) if not claimed[j] and k and len(k) < len(mine) and mine[:len(k)] == k]
+            if not cands:
+                yield rec
+                continue
+            best = max(cands, key=lambda j: len(keys[j]))
+            for j in cands:  # every record read before that it covers is covered
+                claimed[j] = True
+            data = continuation(before[best], rec.data, self.first_line, shared=len(keys[best]))
+            if data is not None:
+                yield Record(rec.locator, data=data)
+
+
+def _message_key(m: dict[str, Any]) -> str:
+    """What a message says (not when or how it was timed); an empty value and a missing one are alike."""
+    return json.dumps({k: m.get(k) for k in ("role", "content", "tool_calls", "tool_call_id") if m.get(k) not in (None, [], "")},
+                      sort_keys=True, default=str)
+
+
+def continuation(old: dict[str, Any], new: dict[str, Any], first_line: int,
+                 shared: int | None = None) -> dict[str, Any] | None:
     """`new` (a grown conversation) as the continuation of `old` (what the store has of it): the
-    messages they share are context, its time starts where `old` ended; None when nothing is new."""
+    messages they share (`shared`, else counted) are context, its time starts where `old` ended;
+    None when nothing is new."""
     msgs, before = new.get("messages") or [], old.get("messages") or []
-    shared = 0
-    while shared < min(len(msgs), len(before)) and msgs[shared] == before[shared]:
-        shared += 1
+    if shared is None:
+        shared = 0
+        while shared < min(len(msgs), len(before)) and msgs[shared] == before[shared]:
+            shared += 1
     if shared == len(msgs):
         return None
     meta = dict(new.get("metadata") or {})
@@ -146,6 +227,11 @@ def continuation(old: dict[str, Any], new: dict[str, Any], first_line: int) -> d
         out["started_at"] = max(new["started_at"], ended)
     if isinstance(old.get("duration_s"), (int, float)) and isinstance(new.get("duration_s"), (int, float)):
         out["duration_s"] = max(0.0, new["duration_s"] - old["duration_s"])
+    elif new.get("duration_s") is None and all(isinstance(d.get(k), (int, float)) for d in (old, new)
+                                               for k in ("started_at", "ended_at")):
+        # the grown conversation's time less what the stored part counted: its start may be earlier
+        # than the part's (a stream's outermost span is exported last), so not just "from where it ended"
+        out["duration_s"] = max(0.0, (new["ended_at"] - new["started_at"]) - max(0.0, old["ended_at"] - old["started_at"]))
     return out
 
 
@@ -204,6 +290,8 @@ def _mode(path: Path, fmt: str) -> str:
     lines = any(x in LINE_SUFFIXES for x in suffixes) and not any(x in (".gz", ".zst", ".bz2", ".xz") for x in suffixes)
     if lines and getattr(mod, "LINES", False):
         return "lines"
+    if lines and getattr(mod, "STREAM", False):
+        return "stream"
     return "session" if lines and getattr(mod, "SESSION", False) else "document"
 
 
@@ -235,7 +323,8 @@ def _scan_lines(lf: LogFile, tips: list[dict[str, Any]]) -> None:
     its first bytes, else its start) and how far its complete lines go now: one pass over the file."""
     wanted: dict[int, set[str]] = {}
     for t in tips:
-        if t["mode"] == lf.mode and 0 < t["offset"] <= lf.size:
+        # a stream file was a document before stream mode existed: its watermark then is a complete-line prefix too
+        if (t["mode"] == lf.mode or (lf.mode, t["mode"]) == ("stream", "document")) and 0 < t["offset"] <= lf.size:
             wanted.setdefault(t["offset"], set()).add(t["sha256"])
     h = hashlib.sha256()
     pos = lines = 0

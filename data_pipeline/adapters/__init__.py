@@ -5,7 +5,11 @@ An adapter module defines `NAME`, `detect(path, head) -> bool` (head: the file's
 read through `iter_jsonl` / `common.jsonl_objects` (a live log of it is then read from its
 watermark on, see `line_window`), or `SESSION = True` when one .jsonl file is one conversation that
 grows while the agent works (a live log of it is read once quiet, a resumed one as a continuation:
-data_pipeline/live.py). `_registry()` below is the whole list, in detection order (most
+data_pipeline/live.py), or `STREAM = True` when a .jsonl file of it is a stream of export lines
+whose records (traces, conversations) span lines and grow as they are appended (a live log of it is
+read whole up to its last complete line, and a record extending one read before is stored as its
+continuation; such an adapter reads through `common.read_bytes` / `jsonl_objects`, which keep to
+the window). `_registry()` below is the whole list, in detection order (most
 specific first). A record that cannot be mapped comes back as `Record(error=(field, reason))` and
 goes to quarantine; nothing is dropped silently."""
 from __future__ import annotations

@@ -13,7 +13,12 @@ from . import HEAD_BYTES, Record, bad, parse_json_bytes, window_lines, window_of
 
 
 def read_bytes(path: Path) -> bytes:
+    """The file's bytes, gunzipped; within a live window (data_pipeline/live.py) only bytes [start, end)."""
+    w = window_of(path)
     with open(path, "rb") as f:
+        if w is not None:
+            f.seek(w.start)
+            return f.read(w.end - w.start)
         raw = f.read()
     return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
 

@@ -61,6 +61,7 @@ from .otel_genai import merge_history
 from .responses_items import add_item
 
 NAME = "openai-agents"
+STREAM = True  # export lines: a trace's spans may arrive over many lines (data_pipeline/live.py)
 RESPONSES_SUFFIXES = (".responses.jsonl", ".responses.jsonl.gz")
 _RESPONSE_OBJECT = re.compile(r'"object"\s*:\s*"response"')
 _WAY_OUT = ("give the Responses as a *.responses.jsonl file beside the trace file: one Response object per line "

@@ -85,6 +85,7 @@ from .common import (MappingError, head_text, jsonl_objects, load_document, mapp
 from .otel_events import fold_events
 
 NAME = "otel-genai"
+STREAM = True  # OTLP export lines: a trace's spans, and a conversation's traces, arrive over many lines (data_pipeline/live.py)
 _ROLES = {"system", "user", "assistant", "tool"}
 _INFERENCE_KEYS = ("gen_ai.input.messages", "gen_ai.output.messages")
 
@@ -795,13 +796,25 @@ def stitch(groups: dict[str, list[dict[str, Any]]], path: Path) -> dict[str, lis
     order, a `trace` group (no gen_ai.conversation.id) joins the chain whose messages are the longest
     prefix of its first inference span's input (the earliest such chain on a tie; a chain is extended
     once from one state, so two runs of the same prompt stay apart), and a trace of execute_tool spans
-    only joins the chain that made its call id. The chain keeps its first trace's key."""
+    only joins the chain that made its call id. The chain keeps its first trace's key. A conversation
+    group (named by gen_ai.conversation.id) is a chain from the start: in a file read while the agent
+    works, a later trace of it may not carry the id yet (the span naming it ends last)."""
     out: dict[str, list[dict[str, Any]]] = {k: v for k, v in groups.items() if not k.startswith("trace ")}
     by_prefix: dict[tuple, list[str]] = {}  # the message keys of a chain so far -> chains there
     said: dict[str, tuple] = {}
     calls: dict[str, str] = {}  # tool call id -> the chain that made it
-    for key, members in sorted(((k, v) for k, v in groups.items() if k.startswith("trace ")),
-                               key=lambda kv: _start(kv[1])):
+    traces = sorted(((k, v) for k, v in groups.items() if k.startswith("trace ")), key=lambda kv: _start(kv[1]))
+    for key in list(out) if traces else ():
+        # a conversation named by its id is a chain too: a trace of it whose spans naming the id are
+        # not in this file yet (a live log read while the agent works) joins it the same way
+        try:
+            record = conversation(out[key], path, key, key)
+        except (MappingError, KeyError, TypeError, ValueError, AttributeError, IndexError):
+            continue
+        said[key] = tuple(_key(m) for m in record["messages"])
+        by_prefix.setdefault(said[key], []).append(key)
+        calls.update({c["id"]: key for m in record["messages"] for c in m.get("tool_calls") or [] if c.get("id")})
+    for key, members in traces:
         inference = sorted((s for s in members if _is_inference(s["_attrs"])),
                            key=lambda s: _nanos(s.get("startTimeUnixNano")) or 0)
         tool_ids = {s["_attrs"].get("gen_ai.tool.call.id") for s in members

@@ -1,0 +1,129 @@
+"""Stream formats as a live source (data_pipeline/live.py, `STREAM` adapters): an OTLP GenAI or Agents
+SDK export file gets a line per export batch while the agent works, so one conversation's spans (and
+traces) arrive over many lines. A round that reads the file mid-conversation stores the part it saw;
+the next round stores only the rest, as a continuation whose earlier messages are context. Whatever
+the point where a round cut the file, the messages trained on and the interaction time add up to
+those of the file read whole, each message once."""
+import os
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from data_pipeline import live
+from data_pipeline.live import _message_key, collect_logs, pending
+from data_pipeline.store import ExperienceStore
+from paths import TESTS
+
+SAMPLES = TESTS / "fixtures" / "samples"
+WEATHER = SAMPLES / "otel-genai" / "otel-python-openai-v2-weather.jsonl"  # 8 OTLP export lines, one conversation
+SYNTHETIC = SAMPLES / "otel-genai" / "synthetic-otlp-genai-traces.jsonl"  # 2 lines: 2 conversations (9 and 2 messages)
+AGENTS = SAMPLES / "openai-agents" / "agents-sdk-0.24.0-handoff-tools.jsonl"  # 13 lines: a trace and its 12 spans
+
+
+def own(store: ExperienceStore) -> tuple[Counter, float]:
+    """The messages that carry training (not context) across the store, and its interaction seconds."""
+    msgs: Counter = Counter()
+    for t in store.trajectories(include_heldout=True):
+        context = set(t.metadata.get("context_messages") or [])
+        d = t.to_dict()
+        msgs.update(_message_key(m) for i, m in enumerate(d["messages"]) if i not in context)
+    return msgs, sum(t.interaction_s for t in store.trajectories(include_heldout=True))
+
+
+def grow(path: Path, text: str) -> None:
+    path.write_text(text)
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # a new mtime even on a coarse clock
+
+
+@pytest.mark.parametrize("sample", [WEATHER, AGENTS], ids=["otel-genai", "openai-agents"])
+def test_a_conversation_cut_by_a_round_is_stored_once_wherever_the_cut(tmp_path, sample):
+    whole = ExperienceStore(tmp_path / "whole")
+    whole.ingest([sample])
+    want_msgs, want_s = own(whole)
+    assert want_msgs and want_s > 0
+    lines = sample.read_text().splitlines(keepends=True)
+    for k in range(1, len(lines)):
+        d = tmp_path / f"cut-{k}"
+        (d / "logs").mkdir(parents=True)
+        log = d / "logs" / "export.jsonl"
+        log.write_text("".join(lines[:k]))
+        store = ExperienceStore(d / "store")
+        first = collect_logs(store, [str(d / "logs")], progress=False, quiet_s=0)
+        complete = own(store)[0] == want_msgs  # the cut came after the conversation's last message
+        grow(log, "".join(lines))
+        assert pending(store.root, [str(d / "logs")], quiet_s=0)["files"] == 1
+        second = collect_logs(store, [str(d / "logs")], progress=False, quiet_s=0)
+        for r in (first, second):
+            assert r["read"] == r["accepted"] + r["duplicates"] + r["quarantined"]
+        got_msgs, got_s = own(store)
+        assert got_msgs == want_msgs, f"cut after line {k}"
+        if complete:  # nothing new to say: not stored again (the outer span's last moments are not counted)
+            assert second["accepted"] == 0 and want_s - 0.01 < got_s <= want_s
+        else:
+            assert got_s == pytest.approx(want_s), f"cut after line {k}"
+        ts = list(store.trajectories(include_heldout=True))
+        resumed = [t for t in ts if "resumed" in t.metadata]
+        if len(ts) == 2:  # the part, and the rest as its continuation (context: the part's messages)
+            part = next(t for t in ts if t not in resumed)
+            (rest,) = resumed
+            assert rest.metadata["context_messages"] == list(range(len(part.messages)))
+            assert rest.metadata["resumed"]["stored_messages"] == len(part.messages)
+            assert rest.episode_id.endswith(f"/resumed-line-{k + 1}")
+        else:  # the round cut before any conversation could be read, or after it ended
+            assert len(ts) == 1 and not resumed
+        # a third round: nothing new
+        assert pending(store.root, [str(d / "logs")], quiet_s=0)["files"] == 0
+        assert collect_logs(store, [str(d / "logs")], progress=False, quiet_s=0)["read"] == 0
+
+
+def test_a_half_written_export_line_waits_and_rotation_reads_nothing_twice(tmp_path):
+    lines = WEATHER.read_text().splitlines(keepends=True)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    log = logs / "export.jsonl"
+    half = lines[4][: len(lines[4]) // 2]
+    log.write_text("".join(lines[:4]) + half)
+    store = ExperienceStore(tmp_path / "store")
+    first = collect_logs(store, [str(logs)], progress=False, quiet_s=0)
+    assert first["waiting_bytes"] == len(half.encode()) and first["quarantined"] == 0
+    assert [len(t.messages) for t in store.trajectories()] == [5]
+    grow(log, "".join(lines))
+    second = collect_logs(store, [str(logs)], progress=False, quiet_s=0)
+    assert second["waiting_bytes"] == 0 and (second["accepted"], second["quarantined"]) == (1, 0)
+    msgs, _ = own(store)
+    whole = ExperienceStore(tmp_path / "whole")
+    whole.ingest([WEATHER])
+    assert msgs == own(whole)[0]
+    # the file rotated (export.jsonl -> export.jsonl.1) and a new one begun: the rotated file is known
+    # by its content and not read again, the new one gives only its own conversations
+    shutil.move(log, logs / "export.jsonl.1")
+    shutil.copy(SYNTHETIC, logs / "export.jsonl")
+    third = collect_logs(store, [str(logs)], progress=False, quiet_s=0)
+    assert third["files"] == 1 and third["read"] == third["accepted"] == 2
+    assert sum(own(store)[0].values()) == sum(msgs.values()) + 9 + 2
+
+
+def test_a_watermark_written_before_stream_mode_is_continued(tmp_path, monkeypatch):
+    """A store whose rounds read an export file as a whole document (before stream mode) continues
+    from that watermark: the next round stores only what grew."""
+    lines = WEATHER.read_text().splitlines(keepends=True)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    log = logs / "export.jsonl"
+    log.write_text("".join(lines[:5]))
+    store = ExperienceStore(tmp_path / "store")
+    with monkeypatch.context() as m:
+        m.setattr(live, "_mode", lambda path, fmt: "document")
+        collect_logs(store, [str(logs)], progress=False, quiet_s=0)
+    assert [t["mode"] for t in live.watermarks(store.root)] == ["document"]
+    grow(log, "".join(lines))
+    second = collect_logs(store, [str(logs)], progress=False, quiet_s=0)
+    assert second["accepted"] == 1
+    assert [t["mode"] for t in live.watermarks(store.root)] == ["stream"]
+    whole = ExperienceStore(tmp_path / "whole")
+    whole.ingest([WEATHER])
+    assert own(store)[0] == own(whole)[0]
+    assert any("resumed" in t.metadata for t in store.trajectories())
