@@ -51,6 +51,9 @@ class LineWindow:
     start: int
     end: int
     first_line: int
+    # a stream file's predecessor (the file it was rotated out of), read first as if its lines came
+    # before: (its path, one past its last complete line); its lines' locators name it
+    lead: tuple[str, int] | None = None
 
 
 _WINDOWS: ContextVar[dict[str, LineWindow]] = ContextVar("line_windows", default={})
@@ -71,13 +74,22 @@ def window_of(path: Path) -> LineWindow | None:
     return _WINDOWS.get().get(os.fspath(path))
 
 
-def window_lines(path: Path, w: LineWindow) -> Iterator[tuple[int, bytes]]:
-    """(line number, raw line) of the lines in bytes [w.start, w.end) of the file."""
+def window_lines(path: Path, w: LineWindow) -> Iterator[tuple[str, bytes]]:
+    """(locator, raw line) of the lines in bytes [w.start, w.end) of the file, after those of its lead."""
+    if w.lead is not None:
+        lead = Path(w.lead[0])
+        for lineno, raw in _lines(lead, 0, w.lead[1], 1):
+            yield f"{lead.name} line {lineno}", raw
+    for lineno, raw in _lines(path, w.start, w.end, w.first_line):
+        yield f"line {lineno}", raw
+
+
+def _lines(path: Path, start: int, end: int, first_line: int) -> Iterator[tuple[int, bytes]]:
     with open(path, "rb") as f:
-        f.seek(w.start)
-        pos, lineno = w.start, w.first_line
-        while pos < w.end:
-            raw = f.readline(w.end - pos)
+        f.seek(start)
+        pos, lineno = start, first_line
+        while pos < end:
+            raw = f.readline(end - pos)
             if not raw:
                 return
             pos += len(raw)
@@ -89,8 +101,7 @@ def iter_jsonl(path: Path) -> Iterator[tuple[str, Any, bytes]]:
     """Yield (locator, parsed JSON or Record on failure, raw line) per non-blank line."""
     w = window_of(path)
     with open(path, "rb") as f:
-        for lineno, raw in (window_lines(path, w) if w else enumerate(f, 1)):
-            loc = f"line {lineno}"
+        for loc, raw in (window_lines(path, w) if w else ((f"line {n}", raw) for n, raw in enumerate(f, 1))):
             if not raw.strip():
                 continue
             yield loc, parse_json_bytes(loc, raw), raw

@@ -18,7 +18,12 @@ def read_bytes(path: Path) -> bytes:
     with open(path, "rb") as f:
         if w is not None:
             f.seek(w.start)
-            return f.read(w.end - w.start)
+            own = f.read(w.end - w.start)
+            if w.lead is None:
+                return own
+            with open(w.lead[0], "rb") as g:
+                lead = g.read(w.lead[1])
+            return lead + own
         raw = f.read()
     return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
 
@@ -47,9 +52,9 @@ def jsonl_objects(path: Path) -> Iterator[tuple[str, Any]]:
     """(locator, object or Record) per non-blank line; gzip-transparent."""
     w = window_of(path)
     if w is not None:  # only the new lines of a live log (data_pipeline/live.py)
-        for lineno, line in window_lines(path, w):
+        for loc, line in window_lines(path, w):
             if line.strip():
-                yield f"line {lineno}", parse_json_bytes(f"line {lineno}", line)
+                yield loc, parse_json_bytes(loc, line)
         return
     try:
         raw = read_bytes(path)

@@ -2,9 +2,10 @@
 SDK export file gets a line per export batch while the agent works, so one conversation's spans (and
 traces) arrive over many lines. A round that reads the file mid-conversation stores the part it saw;
 the next round stores only the rest, as a continuation whose earlier messages are context. Whatever
-the point where a round cut the file, the messages trained on and the interaction time add up to
-those of the file read whole, each message once."""
+the point where a round cut the file, or the exporter rotated it, the messages trained on and the
+interaction time add up to those of the file read whole, each message once."""
 import os
+import re
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -20,6 +21,8 @@ SAMPLES = TESTS / "fixtures" / "samples"
 WEATHER = SAMPLES / "otel-genai" / "otel-python-openai-v2-weather.jsonl"  # 8 OTLP export lines, one conversation
 SYNTHETIC = SAMPLES / "otel-genai" / "synthetic-otlp-genai-traces.jsonl"  # 2 lines: 2 conversations (9 and 2 messages)
 AGENTS = SAMPLES / "openai-agents" / "agents-sdk-0.24.0-handoff-tools.jsonl"  # 13 lines: a trace and its 12 spans
+
+MORE = {WEATHER: SYNTHETIC, AGENTS: SAMPLES / "openai-agents" / "generated-by-openai-agents-0.24.0.jsonl"}
 
 
 def own(store: ExperienceStore) -> tuple[Counter, float]:
@@ -71,7 +74,7 @@ def test_a_conversation_cut_by_a_round_is_stored_once_wherever_the_cut(tmp_path,
             (rest,) = resumed
             assert rest.metadata["context_messages"] == list(range(len(part.messages)))
             assert rest.metadata["resumed"]["stored_messages"] == len(part.messages)
-            assert rest.episode_id.endswith(f"/resumed-line-{k + 1}")
+            assert rest.episode_id.endswith(f"/resumed-export.jsonl-line-{k + 1}")
         else:  # the round cut before any conversation could be read, or after it ended
             assert len(ts) == 1 and not resumed
         # a third round: nothing new
@@ -127,3 +130,69 @@ def test_a_watermark_written_before_stream_mode_is_continued(tmp_path, monkeypat
     whole.ingest([WEATHER])
     assert own(store)[0] == own(whole)[0]
     assert any("resumed" in t.metadata for t in store.trajectories())
+
+
+@pytest.mark.parametrize("sample", [WEATHER, AGENTS], ids=["otel-genai", "openai-agents"])
+def test_a_conversation_across_a_rotation_is_stored_once_wherever_the_cuts(tmp_path, sample):
+    """Round 1 reads the first `a` lines; then the exporter writes up to line `b`, rotates the file
+    (export.jsonl -> export.jsonl.1) and writes the rest into a new export.jsonl. Round 2 reads the
+    rotated file on from its watermark and the new one after it (its lead), so the conversation
+    that goes on across the rotation is its stored part plus the rest, each message once."""
+    whole = ExperienceStore(tmp_path / "whole")
+    whole.ingest([sample])
+    want_msgs, want_s = own(whole)
+    more = ExperienceStore(tmp_path / "more")
+    more_read = more.ingest([MORE[sample]])
+    lines = sample.read_text().splitlines(keepends=True)
+    for a in range(1, len(lines)):
+        for b in range(a, len(lines)):
+            d = tmp_path / f"cut-{a}-{b}"
+            logs = d / "logs"
+            logs.mkdir(parents=True)
+            log = logs / "export.jsonl"
+            log.write_text("".join(lines[:a]))
+            os.utime(log, ns=(10**18, 10**18))
+            store = ExperienceStore(d / "store")
+            collect_logs(store, [str(logs)], progress=False, quiet_s=0)
+            log.write_text("".join(lines[:b]))
+            os.utime(log, ns=(2 * 10**18, 2 * 10**18))
+            shutil.move(log, logs / "export.jsonl.1")
+            log.write_text("".join(lines[b:]))
+            os.utime(log, ns=(3 * 10**18, 3 * 10**18))
+            second = collect_logs(store, [str(logs)], progress=False, quiet_s=0)
+            assert second["read"] == second["accepted"] + second["duplicates"] + second["quarantined"]
+            got_msgs, got_s = own(store)
+            assert got_msgs == want_msgs, f"cut after line {a}, rotated after line {b}"
+            assert want_s * 0.95 < got_s <= want_s + 1e-9, f"cut after line {a}, rotated after line {b}"
+            # a third round after more conversations were appended stores only those
+            grow(log, "".join(lines[b:]) + MORE[sample].read_text())
+            third = collect_logs(store, [str(logs)], progress=False, quiet_s=0)
+            assert (third["read"], third["accepted"], third["quarantined"]) == (
+                more_read.read, more_read.accepted, more_read.quarantined)
+            assert own(store)[0] == want_msgs + own(more)[0]
+
+
+def test_a_part_once_continued_is_not_continued_again_by_another_conversation(tmp_path):
+    """A stored part that a later round continued is covered for good (its manifest entry says so):
+    another conversation that begins with the same messages but goes its own way is stored whole,
+    not as a second continuation of that part."""
+    text = WEATHER.read_text()
+    lines = text.splitlines(keepends=True)
+    other = text.replace("conv_weather_0001", "conv_weather_0002").replace("Lyon is sunny", "Lyon is cloudy")
+    for tid in set(re.findall(r'"traceId":"([0-9a-f]+)"', text)):
+        other = other.replace(tid, tid[::-1])
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    log = logs / "export.jsonl"
+    log.write_text("".join(lines[:4]))
+    store = ExperienceStore(tmp_path / "store")
+    collect_logs(store, [str(logs)], progress=False, quiet_s=0)
+    grow(log, text)
+    collect_logs(store, [str(logs)], progress=False, quiet_s=0)
+    assert sum(own(store)[0].values()) == 9  # the part, and the rest as its continuation
+    grow(log, text + other)
+    third = collect_logs(store, [str(logs)], progress=False, quiet_s=0)
+    assert (third["read"], third["accepted"]) == (1, 1)
+    (new,) = [t for t in store.trajectories() if "conv_weather_0002" in t.episode_id]
+    assert len(new.messages) == 9 and not new.metadata.get("context_messages") and "resumed" not in new.metadata
+    assert new.messages[-1].content == "Lyon is cloudy, 18°C."
