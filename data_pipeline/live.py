@@ -34,24 +34,14 @@ conversation without new messages, and a broken line already quarantined, give n
 Stream formats (an adapter with `STREAM = True`: OTLP GenAI and Agents SDK export lines, where a
 trace's spans and a conversation's traces arrive over many lines as the agent works) are read whole
 up to the last complete line (a half-written one waits), with a watermark (mode `stream`) like a
-line format's, and after the stream file before them in their folder (by modification time: the
-file this one took the place of when the exporter rotated; its `lead`), so a trace or conversation
-that goes on across a rotation is read whole. Every conversation a stream file gives is listed in
-its manifest row (`stream`: how it begins, how many messages, their signature, its times, what it
-continued), and each round matches what it reads to those of the same folder (`StreamSource`): one
-stored before as it is is not given again, one that extends a stored one (its messages begin with
-all of that one's) is given as its continuation, as for sessions (its interaction time: the time
-the two cover together less what the stored part counted); the rest are new. A stored part, once
-continued, is never continued again. So a conversation that a round cut in two, in one file or
-across a rotation, is stored as its first part and the rest, never twice. One whose messages were
-all stored already gives nothing again, so the moments its outermost span ran on after its last
-message are not counted.
+line format's, after the stream file before them in their folder, and matched to the conversations
+stored before (data_pipeline/streams.py): a conversation that a round cut in two, in one file or
+across a rotation, is stored as its first part and the rest, never twice.
 """
 from __future__ import annotations
 
 import glob
 import hashlib
-import json
 import os
 import sys
 import time
@@ -64,10 +54,10 @@ from .config import SESSION_QUIET_S
 from .adapters import LineWindow, Record
 from .errors import IngestError
 from .store import sha256_file
+from .streams import LINE_SUFFIXES, StreamIndex, StreamSource, continuation, is_stream_file, manifests
 
 WATERMARK = "watermark"  # key of a live log's entry in its batch-manifest source row
 EMPTY_SHA = hashlib.sha256(b"").hexdigest()
-LINE_SUFFIXES = (".jsonl", ".ndjson")
 _GLOB_CHARS = set("*?[")
 
 
@@ -150,198 +140,6 @@ class SessionSource(sources.Source):
                 yield Record(rec.locator, data=data)
 
 
-@dataclass
-class StreamSource(sources.Source):
-    """A stream file's complete lines (an adapter with `STREAM`: OTLP or Agents SDK export lines,
-    where one trace or conversation spans lines and grows as lines are appended). Each record read
-    is matched to the conversations stored before (`index`: those the stream files of the same
-    folder gave, and `stored`: what this file's bytes read before give again): one stored as it is
-    is not given again, one that extends a stored one (its messages begin with all of that one's)
-    is given as its continuation (`continuation`), so a conversation stored half-way through, in
-    this file or in the file it was rotated out of, is never stored twice. What it gives is added to
-    the index and listed in its manifest row (`stream`), for the next files and rounds."""
-
-    stored: LineWindow | None = None
-    first_line: int = 1
-    index: "StreamIndex | None" = None
-
-    def read(self):
-        index = self.index if self.index is not None else StreamIndex()
-        folder = str(self.path.parent)
-        mine: dict[tuple, dict[str, Any]] = {}  # this file's records read before, as index entries
-        errors = set()
-        if self.stored is not None:
-            for rec in sources.Source(self.path, self.fmt, window=self.stored).read():
-                if rec.data is not None:
-                    e = _entry(folder, rec.data)
-                    mine.setdefault(_ident(e), e)
-                else:
-                    errors.add((rec.locator, rec.error))
-        now = []
-        for rec in super().read():
-            if rec.data is None:
-                if (rec.locator, rec.error) not in errors:  # else quarantined when first read
-                    yield rec
-                continue
-            now.append((rec, [_message_key(m) for m in rec.data.get("messages") or []]))
-
-        fresh: set[tuple] = set()  # what this read gave: for the files read after it, not for itself
-        seen: set[tuple] = set()  # stored conversations this read gave again as they are (they may grow in a later file)
-
-        def candidates(keys: list[str]) -> list[dict[str, Any]]:
-            found = {_ident(e): e for e in index.lookup(folder, keys)}
-            found.update((k, e) for k, e in mine.items() if e["head"] in (_sig(keys[:1]), _sig(keys[:2])))
-            return [e for k, e in found.items() if k not in index.claimed and k not in fresh and k not in seen]
-
-        given = self.row.setdefault("stream", []) if self.row is not None else []
-        done = set()
-        # first what was stored before as it is (by its messages: its id may change as it grows) ...
-        for i, (rec, keys) in enumerate(now):
-            sig = _sig(keys)
-            e = next((e for e in candidates(keys) if e["n"] == len(keys) and e["sig"] == sig), None)
-            if e is not None:
-                seen.add(_ident(e))
-                done.add(i)
-        # ... then what grew: the longest conversation stored before that it begins with
-        for i, (rec, keys) in enumerate(now):
-            if i in done:
-                continue
-            grown = [e for e in candidates(keys) if e["n"] < len(keys) and e["sig"] == _sig(keys[:e["n"]])]
-            best = max(grown, key=lambda e: e["n"]) if grown else None
-            entry = _entry(folder, rec.data, keys, best)
-            index.add(entry)
-            given.append(_pack(entry))
-            fresh.add(_ident(entry))
-            if best is None:
-                yield rec
-                continue
-            for e in grown:  # every stored conversation it covers is covered, this round and after
-                index.claimed.add(_ident(e))
-            entry["covers"] = sorted({_idhash(e) for e in grown})
-            given[-1] = _pack(entry)
-            data = continuation(best, rec.data, self.first_line, shared=best["n"])
-            if data is not None:  # named by file and line: a conversation may go on in more than one file
-                data["episode_id"] = f"{rec.data.get('episode_id') or rec.data.get('task_id')}/resumed-{self.path.name}-line-{self.first_line}"
-                yield Record(rec.locator, data=data)
-
-
-class StreamIndex:
-    """The conversations that the stream files of a store's live logs gave, from the `stream` entries
-    of its batch manifests' source rows, found by folder and first messages; and those a round has
-    matched already (`claimed`: one stored conversation is continued once)."""
-
-    def __init__(self, entries: list[dict[str, Any]] = ()):
-        self._by: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        self.claimed: set[tuple] = set()
-        for e in entries:
-            self.add(e)
-
-    @classmethod
-    def of_store(cls, store_root: str | Path) -> "StreamIndex":
-        entries = [_unpack(e, str(Path(row["path"]).parent)) for m in _manifests(store_root)
-                   for row in m.get("sources", []) for e in row.get("stream") or []]
-        index = cls(entries)
-        covered = {h for e in entries for h in e["covers"]}  # continued in an earlier round: never again
-        index.claimed.update(_ident(e) for e in entries if _idhash(e) in covered)
-        return index
-
-    def add(self, e: dict[str, Any]) -> None:
-        self._by.setdefault((e["folder"], e["head"]), []).append(e)
-
-    def lookup(self, folder: str, keys: list[str]) -> list[dict[str, Any]]:
-        """The entries of `folder` that may be a prefix of a conversation with these message keys."""
-        return self._by.get((folder, _sig(keys[:1])), []) + self._by.get((folder, _sig(keys[:2])), []) * (len(keys) > 1)
-
-
-def _sig(keys: list[str]) -> str:
-    return hashlib.sha256("\n".join(keys).encode()).hexdigest()[:32]
-
-
-def _entry(folder: str, data: dict[str, Any], keys: list[str] | None = None,
-           grew: dict[str, Any] | None = None) -> dict[str, Any]:
-    """An index entry of a conversation as read: where, how it starts (`head`: its first two
-    messages), how many messages and their signature, its id and times (with those of the stored
-    conversation it `grew` from: the time counted for the two together)."""
-    keys = keys if keys is not None else [_message_key(m) for m in data.get("messages") or []]
-    start, end = data.get("started_at"), data.get("ended_at")
-    if grew is not None:
-        start = min((t for t in (start, grew["started_at"]) if isinstance(t, (int, float))), default=start)
-        end = max((t for t in (end, grew["ended_at"]) if isinstance(t, (int, float))), default=end)
-    return {"folder": folder, "head": _sig(keys[:2]), "n": len(keys), "sig": _sig(keys),
-            "episode_id": data.get("episode_id"), "started_at": start, "ended_at": end,
-            "duration_s": data.get("duration_s"), "covers": []}
-
-
-def _fmt(v: Any) -> str:
-    return "" if v is None else repr(float(v)) if isinstance(v, (int, float)) else str(v)
-
-
-def _pack(e: dict[str, Any]) -> str:
-    """An index entry as its manifest row keeps it, one line: head, n, sig, started, ended, duration,
-    the entries it continued (their _idhash, comma-separated), id."""
-    return "\t".join([e["head"], str(e["n"]), e["sig"], _fmt(e["started_at"]), _fmt(e["ended_at"]),
-                      _fmt(e["duration_s"]), ",".join(e.get("covers") or ()), _fmt(e["episode_id"])])
-
-
-def _unpack(line: str, folder: str) -> dict[str, Any]:
-    head, n, sig, start, end, dur, covers, eid = line.split("\t", 7)
-    return {"folder": folder, "head": head, "n": int(n), "sig": sig, "started_at": _num(start), "ended_at": _num(end),
-            "duration_s": _num(dur), "covers": covers.split(",") if covers else [], "episode_id": eid or None}
-
-
-def _idhash(e: dict[str, Any]) -> str:
-    return hashlib.sha256(f"{_fmt(e['episode_id'])}\t{e['n']}\t{e['sig']}\t{_fmt(e['started_at'])}".encode()).hexdigest()[:16]
-
-
-def _num(v: str) -> float | str | None:
-    try:
-        return float(v) if v else None
-    except ValueError:
-        return v
-
-
-def _ident(e: dict[str, Any]) -> tuple:
-    return e["folder"], _fmt(e["episode_id"]), e["n"], e["sig"], _fmt(e["started_at"])
-
-
-def _message_key(m: dict[str, Any]) -> str:
-    """What a message says (not when or how it was timed); an empty value and a missing one are alike."""
-    return json.dumps({k: m.get(k) for k in ("role", "content", "tool_calls", "tool_call_id") if m.get(k) not in (None, [], "")},
-                      sort_keys=True, default=str)
-
-
-def continuation(old: dict[str, Any], new: dict[str, Any], first_line: int,
-                 shared: int | None = None) -> dict[str, Any] | None:
-    """`new` (a grown conversation) as the continuation of `old` (what the store has of it): the
-    messages they share (`shared`, else counted) are context, its time starts where `old` ended;
-    None when nothing is new."""
-    msgs, before = new.get("messages") or [], old.get("messages") or []
-    if shared is None:
-        shared = 0
-        while shared < min(len(msgs), len(before)) and msgs[shared] == before[shared]:
-            shared += 1
-    if shared == len(msgs):
-        return None
-    meta = dict(new.get("metadata") or {})
-    meta["context_messages"] = sorted(set(meta.get("context_messages") or []) | set(range(shared)))
-    meta["resumed"] = {"episode_id": old.get("episode_id"), "from_line": first_line, "stored_messages": shared}
-    out = {**new, "episode_id": f"{new.get('episode_id') or new.get('task_id')}/resumed-line-{first_line}",
-           "metadata": meta}
-    ended = old.get("ended_at")
-    if isinstance(ended, (int, float)) and isinstance(new.get("started_at"), (int, float)):
-        out["started_at"] = max(new["started_at"], ended)
-    if isinstance(old.get("duration_s"), (int, float)) and isinstance(new.get("duration_s"), (int, float)):
-        out["duration_s"] = max(0.0, new["duration_s"] - old["duration_s"])
-    elif new.get("duration_s") is None and all(isinstance(d.get(k), (int, float)) for d in (old, new)
-                                               for k in ("started_at", "ended_at")):
-        # the time the two cover together less what the stored part counted: the grown one may start
-        # earlier than the part (a stream's outermost span is exported last), or later (the rest of it,
-        # in the file the part was rotated out of), so not just "from where the part ended"
-        both = max(new["ended_at"], old["ended_at"]) - min(new["started_at"], old["started_at"])
-        out["duration_s"] = max(0.0, both - max(0.0, old["ended_at"] - old["started_at"]))
-    return out
-
-
 # ---- where the logs are ----------------------------------------------------------------------------
 def resolve(patterns: list[str], base_dir: str | Path | None) -> list[str]:
     """The patterns as absolute paths: relative ones against `base_dir` (the recipe's folder)."""
@@ -397,7 +195,7 @@ def _mode(path: Path, fmt: str) -> str:
     lines = any(x in LINE_SUFFIXES for x in suffixes) and not any(x in (".gz", ".zst", ".bz2", ".xz") for x in suffixes)
     if lines and getattr(mod, "LINES", False):
         return "lines"
-    if lines and getattr(mod, "STREAM", False):
+    if is_stream_file(path, fmt):
         return "stream"
     return "session" if lines and getattr(mod, "SESSION", False) else "document"
 
@@ -407,7 +205,7 @@ def watermarks(store_root: str | Path) -> list[dict[str, Any]]:
     """The current watermarks of a store (folded from its batch manifests, oldest first), each with
     the file's path and format as last read. Read without creating or locking the store."""
     tips: dict[tuple[int, str], dict[str, Any]] = {}
-    for m in _manifests(store_root):
+    for m in manifests(store_root):
         for row in m.get("sources", []):
             wm = row.get(WATERMARK)
             if not wm:
@@ -416,18 +214,6 @@ def watermarks(store_root: str | Path) -> list[dict[str, Any]]:
                 tips.pop((wm["from_offset"], wm["from_sha256"]), None)
             tips[(wm["offset"], wm["sha256"])] = {**wm, "path": row["path"], "format": row["format"]}
     return list(tips.values())
-
-
-def _manifests(store_root: str | Path):
-    """The committed batch manifests of a store, oldest first."""
-    batches = Path(store_root) / "batches"
-    if not batches.is_dir():
-        return
-    for d in sorted(p for p in batches.iterdir() if p.name.startswith("batch-")):
-        try:
-            yield json.loads((d / "manifest.json").read_text())
-        except FileNotFoundError:
-            continue  # not committed
 
 
 def _scan_lines(lf: LogFile, tips: list[dict[str, Any]]) -> None:

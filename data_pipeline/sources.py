@@ -4,7 +4,8 @@ Folders are walked in sorted order. Files that are documentation or side data (l
 SOURCE.md, READMEs, outcome files that adapters join in themselves) are skipped with a note and
 are not counted as records. With `fmt="auto"` each file's format is detected from its name and
 first bytes; a data-looking file no adapter recognises is read as one quarantined record, so it is
-counted rather than silently ignored."""
+counted rather than silently ignored. (Export files of a stream format are then chained by
+data_pipeline/streams.py's `chain`.)"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -38,7 +38,7 @@ from .errors import IngestError
 from .heldout import HeldoutSpec
 from .redact import redact_json, redact_text
 from .schema import Outcome, SchemaError, Trajectory, trajectory_from_dict
-from . import sources
+from . import sources, streams
 
 STORE_VERSION = 1
 _HASH_BYTES = 16  # prefix of the sha256 content hash kept in the index (collisions ~ n^2 / 2^129)
@@ -416,7 +416,7 @@ class ExperienceStore:
         """Read trajectory logs (files or folders) into one new batch. Appends only; records already
         stored (same content hash) count as duplicates; unusable records go to quarantine.
         `progress`: a bar on stderr for long inputs (many files or megabytes)."""
-        plan = sources.plan(paths, fmt)  # raises IngestError on missing paths / unknown format
+        plan = streams.chain(sources.plan(paths, fmt))  # raises IngestError on missing paths / unknown format
         return self.ingest_plan(plan, heldout, tag, redact, progress=progress)
 
     def ingest_plan(self, plan: "sources.Plan | None", heldout: HeldoutSpec | None = None, tag: str = "",

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from data_pipeline import live
-from data_pipeline.live import _message_key, collect_logs, pending
+from data_pipeline.live import collect_logs, pending
+from data_pipeline.streams import message_key
 from data_pipeline.store import ExperienceStore
 from paths import TESTS
 
@@ -31,7 +32,7 @@ def own(store: ExperienceStore) -> tuple[Counter, float]:
     for t in store.trajectories(include_heldout=True):
         context = set(t.metadata.get("context_messages") or [])
         d = t.to_dict()
-        msgs.update(_message_key(m) for i, m in enumerate(d["messages"]) if i not in context)
+        msgs.update(message_key(m) for i, m in enumerate(d["messages"]) if i not in context)
     return msgs, sum(t.interaction_s for t in store.trajectories(include_heldout=True))
 
 
@@ -196,3 +197,29 @@ def test_a_part_once_continued_is_not_continued_again_by_another_conversation(tm
     (new,) = [t for t in store.trajectories() if "conv_weather_0002" in t.episode_id]
     assert len(new.messages) == 9 and not new.metadata.get("context_messages") and "resumed" not in new.metadata
     assert new.messages[-1].content == "Lyon is cloudy, 18°C."
+
+
+@pytest.mark.parametrize("sample", [WEATHER, AGENTS], ids=["otel-genai", "openai-agents"])
+def test_flywheel_ingest_of_rotated_export_files_reads_a_conversation_across_them_once(tmp_path, sample):
+    """`flywheel ingest FOLDER` of an exporter's rotated files (not a live source): each file is read
+    after the one it took the place of, so a conversation cut by the rotation is its first part plus
+    the rest; ingesting the folder again gives only duplicates."""
+    whole = ExperienceStore(tmp_path / "whole")
+    whole.ingest([sample])
+    want_msgs, want_s = own(whole)
+    lines = sample.read_text().splitlines(keepends=True)
+    for b in range(1, len(lines)):
+        logs = tmp_path / f"rotated-{b}"
+        logs.mkdir()
+        (logs / "export.jsonl.1").write_text("".join(lines[:b]))
+        os.utime(logs / "export.jsonl.1", ns=(10**18, 10**18))
+        (logs / "export.jsonl").write_text("".join(lines[b:]))  # sorts first by name, written later
+        os.utime(logs / "export.jsonl", ns=(2 * 10**18, 2 * 10**18))
+        store = ExperienceStore(tmp_path / f"store-{b}")
+        first = store.ingest([logs])
+        assert first.read == first.accepted + first.duplicates + first.quarantined
+        got_msgs, got_s = own(store)
+        assert got_msgs == want_msgs, f"rotated after line {b}"
+        assert want_s * 0.95 < got_s <= want_s + 1e-9
+        again = store.ingest([logs])
+        assert (again.accepted, again.duplicates) == (0, first.accepted)
