@@ -53,13 +53,12 @@ class StreamSource(sources.Source):
     def read(self):
         index = self.index if self.index is not None else StreamIndex()
         folder = str(self.path.parent)
-        mine: dict[tuple, dict[str, Any]] = {}  # this file's records read before, as index entries
+        mine = StreamIndex()  # this file's records read before (and its lead's), as index entries
         errors = set()
         if self.stored is not None:
             for rec in sources.Source(self.path, self.fmt, window=self.stored).read():
                 if rec.data is not None:
-                    e = _entry(folder, rec.data)
-                    mine.setdefault(_ident(e), e)
+                    mine.add(_entry(folder, rec.data))
                 else:
                     errors.add((rec.locator, rec.error))
         now = []
@@ -75,7 +74,7 @@ class StreamSource(sources.Source):
 
         def candidates(keys: list[str]) -> list[dict[str, Any]]:
             found = {_ident(e): e for e in index.lookup(folder, keys)}
-            found.update((k, e) for k, e in mine.items() if e["head"] in (_sig(keys[:1]), _sig(keys[:2])))
+            found.update((_ident(e), e) for e in mine.lookup(folder, keys))
             return [e for k, e in found.items() if k not in index.claimed and k not in fresh and k not in seen]
 
         given = self.row.setdefault("stream", []) if self.row is not None else []
