@@ -76,7 +76,7 @@ def window_of(path: Path) -> LineWindow | None:
 
 def window_lines(path: Path, w: LineWindow) -> Iterator[tuple[str, bytes]]:
     """(locator, raw line) of the lines in bytes [w.start, w.end) of the file, after those of its lead."""
-    if w.lead is not None:
+    if w.lead is not None and os.path.exists(w.lead[0]):  # gone (a rotation deleted it): the file alone
         lead = Path(w.lead[0])
         for lineno, raw in _lines(lead, 0, w.lead[1], 1):
             yield f"{lead.name} line {lineno}", raw

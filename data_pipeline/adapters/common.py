@@ -21,9 +21,11 @@ def read_bytes(path: Path) -> bytes:
             own = f.read(w.end - w.start)
             if w.lead is None:
                 return own
-            with open(w.lead[0], "rb") as g:
-                lead = g.read(w.lead[1])
-            return lead + own
+            try:
+                with open(w.lead[0], "rb") as g:
+                    return g.read(w.lead[1]) + own
+            except FileNotFoundError:  # a rotation deleted it since: the file alone
+                return own
         raw = f.read()
     return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
 

@@ -223,3 +223,25 @@ def test_flywheel_ingest_of_rotated_export_files_reads_a_conversation_across_the
         assert want_s * 0.95 < got_s <= want_s + 1e-9
         again = store.ingest([logs])
         assert (again.accepted, again.duplicates) == (0, first.accepted)
+
+
+def test_a_lead_deleted_before_it_is_read_leaves_the_file_alone(tmp_path):
+    """The file before a stream file is its lead; when the exporter deletes it (max_backups) between
+    the scan and the read, the file is read alone, not quarantined as unreadable."""
+    from data_pipeline import sources
+    from data_pipeline.adapters import LineWindow
+    from data_pipeline.streams import StreamSource
+
+    lines = WEATHER.read_text().splitlines(keepends=True)
+    (tmp_path / "old.jsonl").write_text("".join(lines[:4]))
+    new = tmp_path / "new.jsonl"
+    new.write_text("".join(lines[4:]))
+    lead = (str(tmp_path / "old.jsonl"), (tmp_path / "old.jsonl").stat().st_size)
+    src = StreamSource(new, "otel-genai", window=LineWindow(0, new.stat().st_size, 1, lead),
+                       stored=LineWindow(0, 0, 1, lead))
+    together = [r for r in src.read()]
+    assert [len(r.data["messages"]) for r in together] == [9] and together[0].data["metadata"]["resumed"]
+    (tmp_path / "old.jsonl").unlink()
+    alone = [r for r in src.read()]
+    assert all(r.error is None for r in alone)
+    assert [r.data["episode_id"] for r in alone] == [r.data["episode_id"] for r in sources.Source(new, "otel-genai").read()]
