@@ -54,7 +54,7 @@ from .config import SESSION_QUIET_S
 from .adapters import LineWindow, Record
 from .errors import IngestError
 from .store import sha256_file
-from .streams import LINE_SUFFIXES, StreamIndex, StreamSource, continuation, is_stream_file, manifests
+from .streams import StreamIndex, StreamSource, continuation, is_line_file, is_stream_file, manifests, with_leads
 
 WATERMARK = "watermark"  # key of a live log's entry in its batch-manifest source row
 EMPTY_SHA = hashlib.sha256(b"").hexdigest()
@@ -80,7 +80,6 @@ class LogFile:
     new_records: int = 0  # non-blank complete lines in [start, end) (documents: 0, counted when read)
     waiting_bytes: int = 0  # a half-written last line (no newline yet)
     waiting_session: bool = False  # a session file changed less than quiet_s ago: read in a later round
-    lead: tuple[str, int] | None = None  # a stream file's predecessor in its folder (its path, complete bytes)
 
     @property
     def lines_mode(self) -> bool:
@@ -90,9 +89,9 @@ class LogFile:
     def new(self) -> bool:
         return self.end > self.start
 
-    def source(self, index: "StreamIndex | None" = None) -> sources.Source:
-        """What to read of the file; `index`: the stream conversations stored and read so far this
-        round (a stream file's records are matched to them)."""
+    def source(self, index: "StreamIndex | None" = None, lead: tuple[str, int] | None = None) -> sources.Source:
+        """What to read of the file; for a stream file, `index`: the stream conversations stored and
+        read so far this round (its records are matched to them), `lead`: the file before it."""
         wm = {"offset": self.end, "sha256": self.end_sha, "lines": self.end_lines, "from_offset": self.start,
               "from_sha256": self.start_sha, "mode": self.mode, "size": self.size, "mtime_ns": self.mtime_ns}
         if self.mode == "session":
@@ -100,8 +99,8 @@ class LogFile:
             return SessionSource(self.path, self.fmt, window=LineWindow(0, self.end, 1), sha256=self.end_sha,
                                  row={WATERMARK: wm}, stored=stored, first_line=self.start_lines + 1)
         if self.mode == "stream":
-            stored = LineWindow(0, self.start, 1, self.lead) if self.start or self.lead else None
-            return StreamSource(self.path, self.fmt, window=LineWindow(0, self.end, 1, self.lead), sha256=self.end_sha,
+            stored = LineWindow(0, self.start, 1, lead) if self.start or lead else None
+            return StreamSource(self.path, self.fmt, window=LineWindow(0, self.end, 1, lead), sha256=self.end_sha,
                                 row={WATERMARK: wm}, stored=stored, first_line=self.start_lines + 1, index=index)
         window = LineWindow(self.start, self.end, self.start_lines + 1) if self.lines_mode else None
         return sources.Source(self.path, self.fmt, window=window, sha256=self.end_sha, row={WATERMARK: wm})
@@ -191,8 +190,7 @@ def is_session(fmt: str) -> bool:
 
 def _mode(path: Path, fmt: str) -> str:
     mod = adapters.formats().get(fmt)
-    suffixes = [x.lower() for x in path.suffixes]  # a rotated x.jsonl.1 is still JSON Lines; x.jsonl.gz is not
-    lines = any(x in LINE_SUFFIXES for x in suffixes) and not any(x in (".gz", ".zst", ".bz2", ".xz") for x in suffixes)
+    lines = is_line_file(path)
     if lines and getattr(mod, "LINES", False):
         return "lines"
     if is_stream_file(path, fmt):
@@ -334,15 +332,10 @@ def _sources(store_root: str | Path, files: list[LogFile]) -> list[sources.Sourc
     its folder (its `lead`: a conversation may go on from one into the other) and matched against
     one index of what was stored."""
     new = [lf for lf in files if lf.new]
-    streams = sorted((lf for lf in files if lf.mode == "stream" and not lf.waiting_session),
-                     key=lambda lf: (lf.mtime_ns, str(lf.path)))
-    last: dict[tuple[Path, str], LogFile] = {}
-    for lf in streams:
-        before = last.get((lf.path.parent, lf.fmt))
-        lf.lead = (str(before.path), before.end) if before is not None and before.end > 0 else None
-        last[(lf.path.parent, lf.fmt)] = lf
-    index = StreamIndex.of_store(store_root) if any(lf.new for lf in streams) else None
-    return [lf.source() for lf in new if lf.mode != "stream"] + [lf.source(index) for lf in streams if lf.new]
+    streams = with_leads([lf for lf in files if lf.mode == "stream"], lambda lf: lf.path, lambda lf: lf.fmt,
+                         lambda lf: lf.mtime_ns, lambda lf: lf.end)
+    index = StreamIndex.of_store(store_root) if any(lf.new for lf, _ in streams) else None
+    return [lf.source() for lf in new if lf.mode != "stream"] + [lf.source(index, lead) for lf, lead in streams if lf.new]
 
 
 def tagged_counts(store, tag: str) -> dict[str, Any] | None:

@@ -28,11 +28,29 @@ from .adapters import LineWindow, Record
 LINE_SUFFIXES = (".jsonl", ".ndjson")
 
 
-def is_stream_file(path: Path, fmt: str) -> bool:
-    """A plain (uncompressed) JSON Lines file of a stream format: a rotated x.jsonl.1 is one too."""
+def is_line_file(path: Path) -> bool:
+    """A plain (uncompressed) JSON Lines file: a rotated x.jsonl.1 is one too, x.jsonl.gz is not."""
     suffixes = [x.lower() for x in path.suffixes]
-    return (bool(getattr(adapters.formats().get(fmt), "STREAM", False)) and any(x in LINE_SUFFIXES for x in suffixes)
-            and not any(x in (".gz", ".zst", ".bz2", ".xz") for x in suffixes))
+    return any(x in LINE_SUFFIXES for x in suffixes) and not any(x in (".gz", ".zst", ".bz2", ".xz") for x in suffixes)
+
+
+def is_stream_file(path: Path, fmt: str) -> bool:
+    """A plain JSON Lines file of a stream format (adapter `STREAM`)."""
+    return bool(getattr(adapters.formats().get(fmt), "STREAM", False)) and is_line_file(path)
+
+
+def with_leads(files: list, path, fmt, mtime_ns, end) -> list[tuple[Any, tuple[str, int] | None]]:
+    """Stream files in the order to read them, each with its lead: per folder and format, oldest first
+    (by modification time, then name), the lead of each being the one before it (its path, and `end`:
+    one past its last complete line; none when it has none). `path`, `fmt`, `mtime_ns`, `end`: how to
+    read those of an item."""
+    out, last = [], {}
+    for f in sorted(files, key=lambda f: (mtime_ns(f), str(path(f)))):
+        group = (path(f).parent, fmt(f))
+        before = last.get(group)
+        out.append((f, (str(path(before)), end(before)) if before is not None and end(before) > 0 else None))
+        last[group] = f
+    return out
 
 
 @dataclass
@@ -93,19 +111,18 @@ class StreamSource(sources.Source):
             grown = [e for e in candidates(keys) if e["n"] < len(keys) and e["sig"] == _sig(keys[:e["n"]])]
             best = max(grown, key=lambda e: e["n"]) if grown else None
             entry = _entry(folder, rec.data, keys, best)
+            entry["covers"] = sorted({_idhash(e) for e in grown})  # covered this round and after
             index.add(entry)
             given.append(_pack(entry))
             fresh.add(_ident(entry))
+            index.claimed.update(_ident(e) for e in grown)
             if best is None:
                 yield rec
                 continue
-            for e in grown:  # every stored conversation it covers is covered, this round and after
-                index.claimed.add(_ident(e))
-            entry["covers"] = sorted({_idhash(e) for e in grown})
-            given[-1] = _pack(entry)
-            data = continuation(best, rec.data, self.first_line, shared=best["n"])
-            if data is not None:  # named by file and line: a conversation may go on in more than one file
-                data["episode_id"] = f"{rec.data.get('episode_id') or rec.data.get('task_id')}/resumed-{self.path.name}-line-{self.first_line}"
+            # named by file and line: a conversation may go on in more than one file
+            data = continuation(best, rec.data, self.first_line, shared=best["n"],
+                                where=f"{self.path.name}-line-{self.first_line}")
+            if data is not None:
                 yield Record(rec.locator, data=data)
 
 
@@ -174,7 +191,8 @@ def _unpack(line: str, folder: str) -> dict[str, Any]:
 
 
 def _idhash(e: dict[str, Any]) -> str:
-    return hashlib.sha256(f"{_fmt(e['episode_id'])}\t{e['n']}\t{e['sig']}\t{_fmt(e['started_at'])}".encode()).hexdigest()[:16]
+    """`_ident` as its manifest entry keeps it (without the folder, the row's)."""
+    return hashlib.sha256("\t".join(str(x) for x in _ident(e)[1:]).encode()).hexdigest()[:16]
 
 
 def _num(v: str) -> float | str | None:
@@ -195,10 +213,10 @@ def message_key(m: dict[str, Any]) -> str:
 
 
 def continuation(old: dict[str, Any], new: dict[str, Any], first_line: int,
-                 shared: int | None = None) -> dict[str, Any] | None:
+                 shared: int | None = None, where: str | None = None) -> dict[str, Any] | None:
     """`new` (a grown conversation) as the continuation of `old` (what the store has of it): the
-    messages they share (`shared`, else counted) are context, its time starts where `old` ended;
-    None when nothing is new."""
+    messages they share (`shared`, else counted) are context, its time is what the two cover together
+    less what `old` counted; its id ends `/resumed-WHERE` (default `line-FIRST_LINE`); None when nothing is new."""
     msgs, before = new.get("messages") or [], old.get("messages") or []
     if shared is None:
         shared = 0
@@ -209,7 +227,7 @@ def continuation(old: dict[str, Any], new: dict[str, Any], first_line: int,
     meta = dict(new.get("metadata") or {})
     meta["context_messages"] = sorted(set(meta.get("context_messages") or []) | set(range(shared)))
     meta["resumed"] = {"episode_id": old.get("episode_id"), "from_line": first_line, "stored_messages": shared}
-    out = {**new, "episode_id": f"{new.get('episode_id') or new.get('task_id')}/resumed-line-{first_line}",
+    out = {**new, "episode_id": f"{new.get('episode_id') or new.get('task_id')}/resumed-{where or f'line-{first_line}'}",
            "metadata": meta}
     ended = old.get("ended_at")
     if isinstance(ended, (int, float)) and isinstance(new.get("started_at"), (int, float)):
@@ -247,19 +265,12 @@ def chain(plan: sources.Plan) -> sources.Plan:
     if not streams:
         return plan
     index = StreamIndex()
-    chained: list[sources.Source] = []
-    groups: dict[tuple[Path, str], list[sources.Source]] = {}
-    for s in streams:
-        groups.setdefault((s.path.parent, s.fmt), []).append(s)
-    for group in groups.values():
-        lead = None
-        for s in sorted(group, key=lambda s: (s.path.stat().st_mtime_ns, str(s.path))):
-            size = s.path.stat().st_size
-            chained.append(StreamSource(s.path, s.fmt, window=LineWindow(0, size, 1, lead), index=index,
-                                        stored=LineWindow(0, 0, 1, lead) if lead else None))
-            end = _complete(s.path, size)
-            lead = (str(s.path), end) if end else None
-    plan.files = [s for s in plan.files if s not in streams] + chained
+    stats = {id(s): s.path.stat() for s in streams}
+    chained = [StreamSource(s.path, s.fmt, window=LineWindow(0, stats[id(s)].st_size, 1, lead), index=index,
+                            stored=LineWindow(0, 0, 1, lead) if lead else None)
+               for s, lead in with_leads(streams, lambda s: s.path, lambda s: s.fmt, lambda s: stats[id(s)].st_mtime_ns,
+                                         lambda s: _complete(s.path, stats[id(s)].st_size))]
+    plan.files = [s for s in plan.files if id(s) not in stats] + chained
     return plan
 
 

@@ -15,17 +15,9 @@ from . import HEAD_BYTES, Record, bad, parse_json_bytes, window_lines, window_of
 def read_bytes(path: Path) -> bytes:
     """The file's bytes, gunzipped; within a live window (data_pipeline/live.py) only bytes [start, end)."""
     w = window_of(path)
+    if w is not None:
+        return b"".join(raw for _, raw in window_lines(path, w))
     with open(path, "rb") as f:
-        if w is not None:
-            f.seek(w.start)
-            own = f.read(w.end - w.start)
-            if w.lead is None:
-                return own
-            try:
-                with open(w.lead[0], "rb") as g:
-                    return g.read(w.lead[1]) + own
-            except FileNotFoundError:  # a rotation deleted it since: the file alone
-                return own
         raw = f.read()
     return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
 
